@@ -1,0 +1,35 @@
+"""Data sources: the batch table of daily user profiles and the request-time context."""
+
+from feast import FileSource, RequestSource
+from feast.data_format import ParquetFormat
+from feast.field import Field
+from feast.types import String
+
+# One Parquet file per as-of day, written atomically by the `features` flow. The path is
+# relative so that it resolves against the Feast repo path (TIPML_HOME), not the cwd.
+PROFILE_TABLE_DIR = "data/offline/user_profile"
+PROFILE_TABLE_GLOB = f"{PROFILE_TABLE_DIR}/*.parquet"
+
+profile_source = FileSource(
+    name="user_profile_daily",
+    path=PROFILE_TABLE_GLOB,
+    file_format=ParquetFormat(),
+    timestamp_field="event_timestamp",
+    description="Daily user profiles computed from the event log, as of each UTC midnight.",
+)
+
+# The recommender sends these with every request; training reads them from the context
+# logged with each impression. They feed the context on-demand feature view.
+request_context = RequestSource(
+    name="request_context",
+    schema=[
+        Field(name="request_timestamp", dtype=String, description="ISO 8601 with offset."),
+        Field(name="timezone", dtype=String, description="IANA timezone of the user."),
+        Field(
+            name="tasks_json",
+            dtype=String,
+            description="Open tasks as JSON [{priority, due}], without titles.",
+        ),
+    ],
+    description="Request-time context: when, where, and the open task list.",
+)

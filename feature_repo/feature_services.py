@@ -1,0 +1,12 @@
+"""Feature services: one per model version. The registered model carries the name."""
+
+from feast import FeatureService
+
+from feature_repo.context_features import request_context_features
+from feature_repo.profile_features import user_profile
+
+tip_scorer_v1 = FeatureService(
+    name="tip_scorer_v1",
+    features=[user_profile, request_context_features],
+    description="Inputs of the tip scorer: daily user profile plus request-time context.",
+)

@@ -1,0 +1,69 @@
+"""Resolve raw profile values into what a model sees: per-feature TTL, then fallback.
+
+Feast returns online values however old they are (feast-dev/feast#6821), and its offline
+join knows one TTL per view. Both read paths therefore pass their raw rows through
+`resolve_profiles`, which treats a value older than its feature's TTL as missing, applies the
+feature's fallback, and says which features fell back and why.
+"""
+
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+from feature_repo.profile_features import PROFILE_FEATURES
+
+
+class FallbackReason(StrEnum):
+    MISSING = "missing"
+    STALE = "stale"
+    STORE_UNAVAILABLE = "store_unavailable"
+
+
+_TTL_SECONDS = {f.name: f.ttl.total_seconds() for f in PROFILE_FEATURES}
+
+
+def _epoch_seconds(values: Sequence | np.ndarray | pd.Series) -> np.ndarray:
+    """Seconds since the epoch as float, NaN where unknown; accepts aware or naive-UTC times."""
+    stamps = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="mixed")
+    seconds = stamps.astype("int64", copy=False).to_numpy() / 1e9
+    return np.where(stamps.isna().to_numpy(), np.nan, seconds)
+
+
+def resolve_profiles(
+    raw: Mapping[str, Sequence],
+    as_of: Sequence,
+    now: Sequence,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Apply TTL and fallbacks to rows of raw profile values.
+
+    `raw[name]` holds one value per row (None or NaN when absent); `as_of` is when each row's
+    features were computed (None when the store had no row) and `now` the time the row is read
+    for. Returns the resolved values per feature, typed as the table says, and the fallback
+    reason per feature and row ("" where the stored value was used).
+    """
+    age = _epoch_seconds(now) - _epoch_seconds(as_of)
+    values: dict[str, np.ndarray] = {}
+    reasons: dict[str, np.ndarray] = {}
+    for feature in PROFILE_FEATURES:
+        column = pd.to_numeric(pd.Series(raw[feature.name], dtype=object), errors="coerce")
+        stored = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        missing = np.isnan(stored) | np.isnan(age)
+        stale = ~missing & (age > _TTL_SECONDS[feature.name])
+        resolved = np.where(missing | stale, feature.fallback, stored)
+        values[feature.name] = resolved.astype(np.int64 if feature.dtype == "int64" else float)
+        reasons[feature.name] = np.where(
+            missing, FallbackReason.MISSING.value, np.where(stale, FallbackReason.STALE.value, "")
+        )
+    return values, reasons
+
+
+def fallback_profile(rows: int, reason: FallbackReason) -> tuple[dict, dict]:
+    """Every feature at its fallback, for when no stored value can be read at all."""
+    values = {
+        f.name: np.full(rows, f.fallback, dtype=np.int64 if f.dtype == "int64" else float)
+        for f in PROFILE_FEATURES
+    }
+    reasons = {f.name: np.full(rows, reason.value) for f in PROFILE_FEATURES}
+    return values, reasons

@@ -1,0 +1,176 @@
+"""User profile features: the PROFILE_FEATURES table and the FeatureView built from it.
+
+The table is the one definition. The FeatureView, the recommender's JSON contract and the
+serving read path (TTL and fallback) are all derived from it.
+"""
+
+from datetime import timedelta
+from typing import Literal
+
+from feast import FeatureView
+from feast.field import Field
+from feast.types import Float64, Int64, UnixTimestamp
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from feature_repo.categories import TIP_CATEGORIES
+from feature_repo.data_sources import profile_source
+from feature_repo.entities import user
+
+Dtype = Literal["int64", "float64"]
+
+
+class ProfileFeature(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    dtype: Dtype
+    ttl: timedelta
+    source: str
+    fallback: int | float
+    description: str
+
+    @model_validator(mode="after")
+    def _fallback_matches_dtype(self) -> "ProfileFeature":
+        if self.dtype == "int64" and not isinstance(self.fallback, int):
+            raise ValueError(f"{self.name}: int64 feature needs an int fallback")
+        return self
+
+
+_TASKS = "events: task_created, task_completed"
+_TIPS = "events: impression, feedback"
+_DAILY = timedelta(days=2)  # a daily job may miss one run before the value is stale
+_MONTHLY = timedelta(days=7)
+_ACCEPT_PRIOR = 0.2
+
+PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
+    ProfileFeature(
+        name="completion_rate_7d",
+        dtype="float64",
+        ttl=_DAILY,
+        source=_TASKS,
+        fallback=0.5,
+        description="Tasks completed in 7 days / tasks open at any time in those 7 days.",
+    ),
+    ProfileFeature(
+        name="tasks_completed_7d",
+        dtype="int64",
+        ttl=_DAILY,
+        source=_TASKS,
+        fallback=0,
+        description="Tasks completed in the 7 days before as-of.",
+    ),
+    ProfileFeature(
+        name="open_tasks_eod",
+        dtype="int64",
+        ttl=_DAILY,
+        source=_TASKS,
+        fallback=0,
+        description="Open tasks at as-of (end of the UTC day).",
+    ),
+    ProfileFeature(
+        name="overdue_tasks_eod",
+        dtype="int64",
+        ttl=_DAILY,
+        source=_TASKS,
+        fallback=0,
+        description="Open tasks past their due time at as-of.",
+    ),
+    ProfileFeature(
+        name="preferred_hour",
+        dtype="int64",
+        ttl=timedelta(days=14),
+        source=f"{_TASKS}; {_TIPS}",
+        fallback=-1,
+        description=(
+            "Local hour (0-23) with most completions and accepted tips in 28 days; -1 unknown."
+        ),
+    ),
+    ProfileFeature(
+        name="tips_shown_7d",
+        dtype="int64",
+        ttl=_DAILY,
+        source=_TIPS,
+        fallback=0,
+        description="Tip impressions in the 7 days before as-of.",
+    ),
+    ProfileFeature(
+        name="tip_accept_rate_28d",
+        dtype="float64",
+        ttl=_MONTHLY,
+        source=_TIPS,
+        fallback=_ACCEPT_PRIOR,
+        description="Accepted tips / tips shown in 28 days.",
+    ),
+    ProfileFeature(
+        name="streak_days",
+        dtype="int64",
+        ttl=_DAILY,
+        source=f"{_TASKS}; {_TIPS}",
+        fallback=0,
+        description="Consecutive active UTC days ending on the as-of day.",
+    ),
+    ProfileFeature(
+        name="active_days_28d",
+        dtype="int64",
+        ttl=_MONTHLY,
+        source=f"{_TASKS}; {_TIPS}",
+        fallback=0,
+        description="Days with a task change or an explicit tip reaction in 28 days.",
+    ),
+    ProfileFeature(
+        name="tenure_days",
+        dtype="int64",
+        ttl=_DAILY,
+        source=f"{_TASKS}; {_TIPS}",
+        fallback=0,
+        description="Whole days since the user's first event.",
+    ),
+    *(
+        ProfileFeature(
+            name=f"accept_rate_{category}_28d",
+            dtype="float64",
+            ttl=_MONTHLY,
+            source=_TIPS,
+            fallback=_ACCEPT_PRIOR,
+            description=f"Accepted / shown for '{category}' tips in 28 days.",
+        )
+        for category in TIP_CATEGORIES
+    ),
+)
+
+# Carried beside the features so that both read paths can apply each feature's own TTL:
+# Feast's FeatureView has one TTL, and its online read ignores even that.
+PROFILE_AS_OF = "profile_as_of"
+
+FEAST_DTYPES = {"int64": Int64, "float64": Float64}
+
+
+def feature_field(feature: ProfileFeature) -> Field:
+    return Field(
+        name=feature.name,
+        dtype=FEAST_DTYPES[feature.dtype],
+        description=feature.description,
+        tags={
+            "ttl_seconds": str(int(feature.ttl.total_seconds())),
+            "fallback": repr(feature.fallback),
+            "source": feature.source,
+        },
+    )
+
+
+user_profile = FeatureView(
+    name="user_profile",
+    entities=[user],
+    ttl=max(f.ttl for f in PROFILE_FEATURES),
+    schema=[
+        *(feature_field(f) for f in PROFILE_FEATURES),
+        Field(
+            name=PROFILE_AS_OF,
+            dtype=UnixTimestamp,
+            description="When the row's features were computed (end of the UTC day).",
+        ),
+    ],
+    source=profile_source,
+    online=True,
+    description="Daily user profile over rolling windows; per-feature TTL in field tags.",
+)

@@ -1,0 +1,42 @@
+"""Prefect flow `demo`: the main job end to end on the embedded default."""
+
+from prefect import flow
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.features import FeaturesParams, FeaturesReport, features
+from flows.show_online import OnlineShowParams, read_online
+from flows.simulate import SimulateParams, SimulateReport, simulate
+from service.online_features import FeatureRead
+from service.settings import Settings
+
+# A user the world never saw: shows every profile feature falling back.
+UNKNOWN_USER = "new-user"
+
+
+class DemoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    users: int = Field(default=300, ge=4, le=100_000)
+    days: int = Field(default=35, ge=2, le=366)
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+
+
+class DemoResult(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    simulated: SimulateReport
+    features: FeaturesReport
+    reads: dict[str, FeatureRead]
+
+
+@flow(name="demo")
+def demo(params: DemoParams, settings: Settings | None = None) -> DemoResult:
+    settings = settings or Settings.from_env()
+    simulated = simulate(
+        SimulateParams(users=params.users, days=params.days, seed=params.seed, reset=True),
+        settings,
+    )
+    report = features(FeaturesParams(), settings)
+    shown = ["u000000", "u000001", "u000002", UNKNOWN_USER]
+    reads = read_online(settings, OnlineShowParams(user_ids=shown))
+    return DemoResult(simulated=simulated, features=report, reads=reads)

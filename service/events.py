@@ -1,0 +1,65 @@
+"""The event log's vocabulary: what the app, the simulator and the consumers record.
+
+Every event carries a unique `event_id` (published as `Nats-Msg-Id` on JetStream) so that a
+redelivered or re-simulated event is counted once.
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+from service.context import MAX_TITLE_CHARS, RequestContext, Timezone
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
+Reaction = Literal["accepted", "dismissed", "ignored"]
+PromptVersion = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9.-]*$")]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Id
+    user_id: Id
+    timestamp: AwareDatetime
+
+
+class TaskCreated(_Event):
+    type: Literal["task_created"] = "task_created"
+    task_id: Id
+    title: str = Field(max_length=MAX_TITLE_CHARS)
+    project: str = Field(max_length=100)
+    priority: Literal[1, 2, 3, 4]
+    due: AwareDatetime | None = None
+    timezone: Timezone
+
+
+class TaskCompleted(_Event):
+    type: Literal["task_completed"] = "task_completed"
+    task_id: Id
+    timezone: Timezone
+
+
+class Impression(_Event):
+    """A tip shown to a user, with the full request context the scorer saw."""
+
+    type: Literal["impression"] = "impression"
+    tip_id: Id
+    category: Annotated[str, Field(min_length=1, max_length=64)]
+    prompt_version: PromptVersion
+    context: RequestContext
+    # Known only in the simulated world: the true acceptance probability (oracle AUC).
+    oracle_p_accept: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class Feedback(_Event):
+    """A user's reaction to a shown tip; also the body of POST /feedback."""
+
+    type: Literal["feedback"] = "feedback"
+    tip_id: Id
+    reaction: Reaction
+    prompt_version: PromptVersion
+
+
+Event = Annotated[TaskCreated | TaskCompleted | Impression | Feedback, Field(discriminator="type")]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+EVENT_TYPES: tuple[str, ...] = ("task_created", "task_completed", "impression", "feedback")

@@ -1,0 +1,46 @@
+"""Where tipml keeps its data and which stores it talks to, from the environment."""
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+import feature_repo
+
+FEATURE_REPO_DIR = Path(feature_repo.__file__).parent
+
+
+class Settings(BaseModel):
+    """`home` is the Feast repo path: Feast's relative paths and tipml's data live under it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    home: Path = Field(default=FEATURE_REPO_DIR)
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = Field(default="127.0.0.1:6379", pattern=r"^[^\s,]+:\d+(,\S+)?$")
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> "Settings":
+        env = {
+            "home": os.environ.get("TIPML_HOME"),
+            "online_store": os.environ.get("TIPML_ONLINE_STORE"),
+            "redis_url": os.environ.get("TIPML_REDIS_URL"),
+        }
+        values = {k: v for k, v in env.items() if v} | {
+            k: v for k, v in overrides.items() if v is not None
+        }
+        return cls.model_validate(values)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def events_dir(self) -> Path:
+        return self.data_dir / "events"
+
+    @property
+    def world_dir(self) -> Path:
+        """Simulator ground truth (personas, true preferences): never read by serving."""
+        return self.data_dir / "world"

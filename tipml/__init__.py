@@ -1,0 +1,1 @@
+"""tipml: the command line over the feature platform, flows and service."""

@@ -1,0 +1,3 @@
+from tipml.cli import app
+
+app()

@@ -1,0 +1,188 @@
+"""`tipml`: one command line for the simulator, the feature platform and the flows.
+
+Arguments are validated by the same pydantic models the flows take, before anything runs, so
+a bad argument names itself and writes nothing.
+"""
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from service.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+features_app = typer.Typer(no_args_is_help=True, help="Compute, inspect and export features.")
+app.add_typer(features_app, name="features")
+
+console = Console()
+err = Console(stderr=True)
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def validated(model: type[Model], **values: Any) -> Model:
+    """Build `model` from CLI values, or exit naming every bad option."""
+    try:
+        return model.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            for e in exc.errors()
+        )
+        fail(problems)
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    return ctx.obj
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="TIPML_HOME", help="Feast repo path and data root.", show_default=False
+        ),
+    ] = None,
+    online_store: Annotated[
+        str | None,
+        typer.Option(envvar="TIPML_ONLINE_STORE", help="sqlite (default) or redis."),
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(envvar="TIPML_REDIS_URL", help="host:port[,db=N]")
+    ] = None,
+) -> None:
+    ctx.obj = validated(Settings, home=home, online_store=online_store, redis_url=redis_url)
+
+
+@app.command()
+def simulate(
+    ctx: typer.Context,
+    users: Annotated[int, typer.Option(help="Number of simulated users.")],
+    days: Annotated[int, typer.Option(help="Days of history.")],
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same world.")],
+    end: Annotated[
+        str | None, typer.Option(help="First UTC day after the world (default: today).")
+    ] = None,
+    reset: Annotated[bool, typer.Option(help="Replace an existing world and its stores.")] = False,
+) -> None:
+    """Simulate users, tasks, tips and reactions into the event log."""
+    from flows.simulate import SimulateParams, WorldExistsError
+    from flows.simulate import simulate as simulate_flow
+
+    params = validated(SimulateParams, users=users, days=days, seed=seed, end=end, reset=reset)
+    try:
+        report = simulate_flow(params, settings_of(ctx))
+    except WorldExistsError as exc:
+        fail(str(exc), code=1)
+    console.print(
+        f"simulated {report.users} users, {report.events} events, "
+        f"{report.start:%Y-%m-%d} .. {report.end:%Y-%m-%d}"
+    )
+
+
+@features_app.command("run")
+def features_run(
+    ctx: typer.Context,
+    as_of: Annotated[
+        str | None, typer.Option(help="Compute and materialize up to this ISO time (default: now).")
+    ] = None,
+    overlap_days: Annotated[int, typer.Option(help="Days recomputed for late events.")] = 2,
+    chunk_size: Annotated[int, typer.Option(help="Users per online-store write.")] = 5000,
+    full: Annotated[bool, typer.Option(help="Recompute every day.")] = False,
+) -> None:
+    """Run the `features` flow: events -> daily profiles -> offline table -> online store."""
+    from flows.features import FeaturesParams
+    from flows.features import features as features_flow
+
+    params = validated(
+        FeaturesParams, as_of=as_of, overlap_days=overlap_days, chunk_size=chunk_size, full=full
+    )
+    report = features_flow(params, settings_of(ctx))
+    done = report.materialized
+    console.print(
+        f"{report.rows_written} profile rows for {len(report.days_computed)} days; "
+        f"{done.users} users materialized up to {done.end:%Y-%m-%d %H:%M}"
+    )
+
+
+@features_app.command("export-contract")
+def export_contract(
+    check: Annotated[
+        bool, typer.Option(help="Only check that the file is current; exit 1 if not.")
+    ] = False,
+) -> None:
+    """Write feature_repo/contracts/profile_features.json from PROFILE_FEATURES."""
+    from feature_repo.contract import CONTRACT_PATH, export_contract, render_contract
+
+    if check:
+        if not CONTRACT_PATH.exists() or CONTRACT_PATH.read_text() != render_contract():
+            fail(f"{CONTRACT_PATH} is out of date: run `tipml features export-contract`", 1)
+        console.print(f"{CONTRACT_PATH} is current")
+        return
+    console.print(f"wrote {export_contract()}")
+
+
+@features_app.command("show")
+def show(
+    ctx: typer.Context,
+    user_ids: Annotated[list[str], typer.Argument(help="Users to show.")],
+    at: Annotated[str | None, typer.Option(help="Read as of this ISO time (default: now).")] = None,
+) -> None:
+    """Print what serving reads for users: online profile (TTL, fallbacks) and context."""
+    from flows.show_online import OnlineShowParams, read_online
+
+    params = validated(OnlineShowParams, user_ids=user_ids, at=at)
+    print_reads(read_online(settings_of(ctx), params))
+
+
+def print_reads(reads: dict) -> None:
+    table = Table(title="online features; fallbacks say why")
+    table.add_column("feature", no_wrap=True)
+    for user_id in reads:
+        table.add_column(user_id, justify="right")
+    first = next(iter(reads.values()))
+    for name in [*first.profile, *first.context]:
+        cells = []
+        for read in reads.values():
+            value = read.profile.get(name, read.context.get(name))
+            text = f"{value:.3f}" if isinstance(value, float) else str(value)
+            reason = read.fallbacks.get(name)
+            cells.append(f"{text} [{reason}]" if reason else text)
+        table.add_row(name, *cells)
+    table.add_row(
+        "profile_as_of", *(f"{r.as_of:%Y-%m-%d %H:%M}" if r.as_of else "-" for r in reads.values())
+    )
+    console.print(table)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    users: Annotated[int, typer.Option(help="Simulated users.")] = 300,
+    days: Annotated[int, typer.Option(help="Days of history.")] = 35,
+    seed: Annotated[int, typer.Option(help="World seed.")] = 42,
+) -> None:
+    """The main job on the embedded default: simulate -> features -> online read."""
+    from flows.demo import DemoParams
+    from flows.demo import demo as demo_flow
+
+    params = validated(DemoParams, users=users, days=days, seed=seed)
+    result = demo_flow(params, settings_of(ctx))
+    console.print(
+        f"world: {result.simulated.users} users, {result.simulated.events} events; "
+        f"features: {result.features.rows_written} rows, "
+        f"{result.features.materialized.users} users online"
+    )
+    print_reads(result.reads)
+    console.print(f"at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
