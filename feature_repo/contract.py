@@ -3,7 +3,9 @@
 import json
 from pathlib import Path
 
-from feature_repo.profile_features import PROFILE_FEATURES
+from feast import FeatureView
+
+from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES, feature_field
 
 CONTRACT_PATH = Path(__file__).parent / "contracts" / "profile_features.json"
 CONTRACT_VERSION = 1
@@ -39,3 +41,39 @@ def export_contract(path: Path = CONTRACT_PATH) -> Path:
     tmp.write_text(render_contract())
     tmp.replace(path)
     return path
+
+
+def contract_mismatches(contract: dict, view: FeatureView) -> list[str]:
+    """Every way the table, a FeatureView and a contract document disagree; [] when they agree."""
+    problems: list[str] = []
+    expected = profile_contract()
+    if contract != expected:
+        have = {f["name"]: f for f in contract.get("features", [])}
+        for want in expected["features"]:
+            got = have.pop(want["name"], None)
+            if got != want:
+                problems.append(f"contract {want['name']}: {got} != table {want}")
+        problems += [f"contract has {name}, the table does not" for name in have]
+        if {k: v for k, v in contract.items() if k != "features"} != {
+            k: v for k, v in expected.items() if k != "features"
+        }:
+            problems.append("contract header differs from the table's")
+
+    fields = {f.name: f for f in view.features}
+    fields.pop(PROFILE_AS_OF, None)
+    for feature in PROFILE_FEATURES:
+        field = fields.pop(feature.name, None)
+        if field is None:
+            problems.append(f"view {view.name} lacks {feature.name}")
+            continue
+        want = feature_field(feature)
+        if (field.dtype, field.tags, field.description) != (
+            want.dtype,
+            want.tags,
+            want.description,
+        ):
+            problems.append(f"view {view.name}.{feature.name} differs from the table")
+    problems += [f"view {view.name} has {name}, the table does not" for name in fields]
+    if view.ttl != max(f.ttl for f in PROFILE_FEATURES):
+        problems.append(f"view {view.name} TTL {view.ttl} is not the longest feature TTL")
+    return problems

@@ -3,10 +3,11 @@
 Feast's `materialize-incremental` reads back through the offline store; the rows we need are
 already in day files. This reads the days since the last run (minus an overlap, so that days
 recomputed for late events are written again), keeps each user's latest row, and writes it in
-chunks through Feast's own online-store writer. The interval is then recorded in the
-registry, so `feast materialize-incremental` continues from where this stopped.
+chunks in Feast's own online encoding (flows/online_writer.py). The interval is then recorded
+in the registry, so `feast materialize-incremental` continues from where this stopped.
 """
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 from feature_repo.profile_features import user_profile
 from feature_repo.profile_transforms import TIMESTAMP
 from flows.offline_table import read_range
+from flows.online_writer import write_online
 from service.settings import Settings
 
 
@@ -43,12 +45,8 @@ def materialize_profiles(
 
     rows = read_range(settings, start, end)
     latest = rows.sort_values(TIMESTAMP).drop_duplicates("user_id", keep="last")
-    total = len(latest)
-    chunks = 0
-    for offset in range(0, total, chunk_size):
-        store.write_to_online_store(user_profile.name, latest.iloc[offset : offset + chunk_size])
-        chunks += 1
-        if progress:
-            progress(min(offset + chunk_size, total), total)
+    written = write_online(store, view, latest, chunk_size, progress)
     store.registry.apply_materialization(view, store.project, start, end)
-    return MaterializeReport(start=start, end=end, users=total, chunks=chunks)
+    return MaterializeReport(
+        start=start, end=end, users=written, chunks=math.ceil(written / chunk_size)
+    )

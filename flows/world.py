@@ -200,18 +200,23 @@ class _UserSim:
     def active_hour(self) -> float:
         return float(self.rng.normal(self.user.preferred_hour, self.persona.active_hour_sd)) % 24
 
-    def events(self, first_local: datetime, days: int) -> list[Event]:
+    def events(self, start: datetime, first_local: datetime, days: int) -> list[Event]:
+        """Events of `days` local days from `first_local`; nothing happens before `start`."""
         out: list[Event] = []
         for offset in range(days):
             day = first_local + timedelta(days=offset)
             for _ in range(self.rng.poisson(self.persona.tasks_per_day)):
-                out.extend(self.new_task(self.at_local(day, self.active_hour())))
+                created = self.at_local(day, self.active_hour())
+                if created >= start:
+                    out.extend(self.new_task(created))
             hours = [
                 self.active_hour() if self.rng.random() < 0.6 else float(self.rng.uniform(7, 23.5))
                 for _ in range(self.rng.poisson(self.persona.tips_per_day))
             ]
             for hour in sorted(hours):
-                out.extend(self.impression(self.at_local(day, hour)))
+                at = self.at_local(day, hour)
+                if at >= start:
+                    out.extend(self.impression(at))
         return sorted(out, key=lambda e: e.timestamp)
 
     def new_task(self, created: datetime) -> list[Event]:
@@ -363,7 +368,8 @@ class World:
         for index in users if users is not None else range(len(self.users)):
             user = self.users[index]
             sim = _UserSim(user, personas[user.persona], self._rng(index, 1))
-            first_local = self.start.astimezone(sim.zone) + timedelta(days=user.first_day)
-            for event in sim.events(first_local, self.days - user.first_day + 1):
-                if self.start <= event.timestamp < self.end:
+            first = self.start + timedelta(days=user.first_day)
+            local_days = self.days - user.first_day + 1
+            for event in sim.events(first, first.astimezone(sim.zone), local_days):
+                if event.timestamp < self.end:
                     yield event

@@ -1,6 +1,8 @@
 """Open the Feast store for a tipml home, with the embedded or the Redis online store."""
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from string import Template
 
 import yaml
@@ -33,3 +35,14 @@ def open_store(settings: Settings) -> FeatureStore:
 def apply_definitions(store: FeatureStore) -> None:
     """Register the feature repo's objects, as `feast apply` would; a no-op when unchanged."""
     store.apply(list(FEAST_OBJECTS))
+
+
+@contextlib.contextmanager
+def offline_reads(settings: Settings) -> Iterator[None]:
+    """Run Feast offline reads from the repo path.
+
+    Feast's DuckDB offline store opens relative FileSource paths from the process's cwd, not
+    from the repo path as its file store and the `feast` CLI (run inside the repo) do.
+    """
+    with contextlib.chdir(settings.home):
+        yield

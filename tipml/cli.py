@@ -4,6 +4,7 @@ Arguments are validated by the same pydantic models the flows take, before anyth
 a bad argument names itself and writes nothing.
 """
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -123,12 +124,16 @@ def export_contract(
     ] = False,
 ) -> None:
     """Write feature_repo/contracts/profile_features.json from PROFILE_FEATURES."""
-    from feature_repo.contract import CONTRACT_PATH, export_contract, render_contract
+    from feature_repo.contract import CONTRACT_PATH, contract_mismatches, export_contract
+    from feature_repo.profile_features import user_profile
 
     if check:
-        if not CONTRACT_PATH.exists() or CONTRACT_PATH.read_text() != render_contract():
-            fail(f"{CONTRACT_PATH} is out of date: run `tipml features export-contract`", 1)
-        console.print(f"{CONTRACT_PATH} is current")
+        if not CONTRACT_PATH.exists():
+            fail(f"{CONTRACT_PATH} is missing: run `tipml features export-contract`", 1)
+        problems = contract_mismatches(json.loads(CONTRACT_PATH.read_text()), user_profile)
+        if problems:
+            fail(f"{CONTRACT_PATH} disagrees with the table: " + "; ".join(problems), 1)
+        console.print(f"{CONTRACT_PATH} agrees with PROFILE_FEATURES")
         return
     console.print(f"wrote {export_contract()}")
 
