@@ -35,11 +35,13 @@ def validated(model: type[Model], **values: Any) -> Model:
     try:
         return model.model_validate({k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
-            for e in exc.errors()
-        )
-        fail(problems)
+        fail("; ".join(_describe(e["loc"]) + f": {e['msg']}" for e in exc.errors()))
+
+
+def _describe(loc: tuple) -> str:
+    """('user_ids', 0) -> '--user-ids[0]': the option as typed, then the item."""
+    name = f"--{str(loc[0]).replace('_', '-')}" if loc else "input"
+    return name + "".join(f"[{part}]" for part in loc[1:])
 
 
 def settings_of(ctx: typer.Context) -> Settings:
@@ -163,11 +165,10 @@ def print_reads(reads: dict) -> None:
             value = read.profile.get(name, read.context.get(name))
             text = f"{value:.3f}" if isinstance(value, float) else str(value)
             reason = read.fallbacks.get(name)
-            cells.append(f"{text} [{reason}]" if reason else text)
+            cells.append(f"{text} ({reason})" if reason else text)
         table.add_row(name, *cells)
-    table.add_row(
-        "profile_as_of", *(f"{r.as_of:%Y-%m-%d %H:%M}" if r.as_of else "-" for r in reads.values())
-    )
+    as_of = (f"{r.as_of:%Y-%m-%d %H:%M}" if r.as_of else "-" for r in reads.values())
+    table.add_row("profile_as_of", *as_of)
     console.print(table)
 
 

@@ -1,0 +1,59 @@
+"""Every command: a bad argument gets a clear error naming it, and nothing is written."""
+
+import pytest
+from typer.testing import CliRunner
+
+from tipml.cli import app
+
+runner = CliRunner()
+
+
+def invoke(home, *args: str):
+    return runner.invoke(app, ["--home", str(home), *args])
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["simulate", "--users", "0", "--days", "5", "--seed", "1"], "--users"),
+        (["simulate", "--users", "5", "--days", "400", "--seed", "1"], "--days"),
+        (["simulate", "--users", "5", "--days", "5", "--seed", "-3"], "--seed"),
+        (
+            ["simulate", "--users", "5", "--days", "5", "--seed", "1", "--end", "2026-13-01"],
+            "--end",
+        ),
+        (["simulate", "--users", "many", "--days", "5", "--seed", "1"], "--users"),
+        (["simulate", "--days", "5", "--seed", "1"], "--users"),
+        (["features", "run", "--overlap-days", "99"], "--overlap-days"),
+        (["features", "run", "--chunk-size", "0"], "--chunk-size"),
+        (["features", "run", "--as-of", "yesterday-ish"], "--as-of"),
+        (["features", "show", "bad id!"], "--user-ids[0]"),
+        (["features", "show", "u1", "--at", "noon"], "--at"),
+        (["features", "show"], "user_ids"),
+        (["demo", "--users", "1"], "--users"),
+        (["demo", "--days", "0"], "--days"),
+    ],
+)
+def test_bad_arguments_are_named_and_nothing_is_written(tmp_path, args, named):
+    home = tmp_path / "home"
+    result = invoke(home, *args)
+    assert result.exit_code == 2, result.output
+    assert named in result.output
+    assert not home.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--online-store", "cassandra"), ("--redis-url", "not a url")],
+)
+def test_bad_global_options_are_named(tmp_path, option, value):
+    result = runner.invoke(app, [option, value, "--home", str(tmp_path / "h"), "features", "run"])
+    assert result.exit_code == 2
+    assert option in result.output
+    assert not (tmp_path / "h").exists()
+
+
+def test_contract_check_passes_on_the_checked_in_contract():
+    result = runner.invoke(app, ["features", "export-contract", "--check"])
+    assert result.exit_code == 0, result.output
+    assert "agrees" in result.output

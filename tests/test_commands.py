@@ -1,0 +1,35 @@
+"""The README's commands as a user runs them: `tipml demo`, then Feast's own CLI."""
+
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from service.settings import FEATURE_REPO_DIR
+
+BIN = Path(sys.executable).parent
+
+
+def run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def test_demo_then_feast_cli_on_its_repo(tmp_path):
+    home = tmp_path / "home"
+    env = os.environ | {"TIPML_HOME": str(home), "COLUMNS": "200"}
+    demo = run([str(BIN / "tipml"), "demo", "--users", "12", "--days", "6"], tmp_path, env)
+    assert "online features" in demo.stdout
+    assert "new-user" in demo.stdout and "(missing)" in demo.stdout
+    assert "12 users online" in demo.stdout
+
+    # The same repo, driven by Feast's CLI from inside it.
+    for name in ("feature_store.yaml", "repo.py", ".feastignore"):
+        shutil.copy(FEATURE_REPO_DIR / name, home / name)
+    run([str(BIN / "feast"), "apply"], home, env)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    materialized = run([str(BIN / "feast"), "materialize-incremental", now], home, env)
+    assert "user_profile" in materialized.stdout

@@ -1,0 +1,161 @@
+"""simulate -> features -> online read, as Prefect flows, on SQLite and on the real Redis."""
+
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+import redis
+
+from feature_repo.freshness import resolve_profiles
+from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
+from flows.features import FeaturesParams, days_to_compute, features
+from flows.offline_table import partition_days, read_range
+from flows.show_online import OnlineShowParams, read_online
+from flows.simulate import SimulateParams, WorldExistsError, simulate
+from flows.world import World
+from service.eventlog import EventLog
+from service.events import Feedback, Impression
+from service.settings import Settings
+from tests.conftest import WORLD_END, WORLD_END_TS, require_server
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+REDIS_DB = 13
+READ_AT = WORLD_END_TS + timedelta(hours=3)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_settings(request, tmp_path) -> Settings:
+    if request.param == "sqlite":
+        return Settings(home=tmp_path / "home")
+    require_server("Redis", "127.0.0.1", 6379)
+    redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).flushdb()
+    return Settings(
+        home=tmp_path / "home", online_store="redis", redis_url=f"127.0.0.1:6379,db={REDIS_DB}"
+    )
+
+
+def expected_online(settings: Settings, user_ids: list[str]) -> dict[str, dict]:
+    """The latest offline row per user, through the same TTL/fallback rule."""
+    rows = read_range(settings, WORLD_END_TS - timedelta(days=30), READ_AT)
+    latest = rows.sort_values("event_timestamp").drop_duplicates("user_id", keep="last")
+    latest = latest.set_index("user_id").reindex(user_ids)
+    values, _ = resolve_profiles(
+        {f.name: latest[f.name] for f in PROFILE_FEATURES},
+        latest[PROFILE_AS_OF],
+        [READ_AT] * len(user_ids),
+    )
+    return {u: {name: v[i].item() for name, v in values.items()} for i, u in enumerate(user_ids)}
+
+
+def online(settings: Settings, user_ids: list[str]) -> dict[str, dict]:
+    reads = read_online(settings, OnlineShowParams(user_ids=user_ids, at=READ_AT))
+    return {u: read.profile for u, read in reads.items()}
+
+
+def test_events_to_online_store_end_to_end(store_settings):
+    settings = store_settings
+    sim = simulate(SimulateParams(users=24, days=12, seed=9, end=WORLD_END), settings)
+    assert sim.events > 1000
+
+    report = features(FeaturesParams(as_of=READ_AT), settings)
+    assert report.users == 24
+    assert report.materialized.users == 24
+    assert partition_days(settings)[-1] == WORLD_END
+
+    users = ["u000000", "u000007", "u000023", "nobody"]
+    served = online(settings, users)
+    assert served == expected_online(settings, users)
+    assert served["nobody"] == {f.name: f.fallback for f in PROFILE_FEATURES}
+
+    # A rerun changes nothing.
+    tables = read_range(settings, WORLD_END_TS - timedelta(days=30), READ_AT)
+    again = features(FeaturesParams(as_of=READ_AT), settings)
+    assert again.days_computed[0] == WORLD_END - timedelta(days=2)
+    pd.testing.assert_frame_equal(
+        read_range(settings, WORLD_END_TS - timedelta(days=30), READ_AT), tables
+    )
+    assert online(settings, users) == served
+
+    # A late event inside the overlap window reaches the online store on the next run.
+    late_at = WORLD_END_TS - timedelta(hours=10)
+    context = {"timestamp": late_at, "timezone": "UTC", "tasks": []}
+    EventLog(settings.events_dir).append(
+        [
+            Impression(
+                event_id="late-1",
+                user_id="u000007",
+                timestamp=late_at,
+                tip_id="late-tip",
+                category="focus",
+                prompt_version="v1",
+                context=context,
+            ),
+            Feedback(
+                event_id="late-2",
+                user_id="u000007",
+                timestamp=late_at + timedelta(minutes=2),
+                tip_id="late-tip",
+                reaction="accepted",
+                prompt_version="v1",
+            ),
+        ]
+    )
+    features(FeaturesParams(as_of=READ_AT), settings)
+    updated = online(settings, users)
+    assert updated["u000007"]["tips_shown_7d"] == served["u000007"]["tips_shown_7d"] + 1
+    assert updated["u000000"] == served["u000000"]
+    assert updated == expected_online(settings, users)
+
+
+def test_simulate_resumes_after_a_crash_without_duplicates(tmp_path, monkeypatch):
+    settings = Settings(home=tmp_path / "home")
+    params = SimulateParams(users=150, days=3, seed=4, end=WORLD_END)
+    calls = {"n": 0}
+    original = EventLog.append
+
+    def crash_on_second_batch(self, events):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk vanished")
+        return original(self, events)
+
+    monkeypatch.setattr(EventLog, "append", crash_on_second_batch)
+    with pytest.raises(OSError, match="disk vanished"):
+        simulate(params, settings)
+    monkeypatch.setattr(EventLog, "append", original)
+
+    report = simulate(params, settings)
+    assert report.resumed_at_user == 100
+    stored = [r["event_id"] for r in EventLog(settings.events_dir).records()]
+    world = World(users=150, days=3, seed=4, end=WORLD_END_TS)
+    assert sorted(stored) == sorted(e.event_id for e in world.events())
+
+
+def test_simulate_refuses_to_mix_worlds_and_writes_nothing(tmp_path):
+    settings = Settings(home=tmp_path / "home")
+    simulate(SimulateParams(users=5, days=2, seed=1, end=WORLD_END), settings)
+    before = sorted(p.stat().st_size for p in settings.events_dir.rglob("*.jsonl"))
+    with pytest.raises(WorldExistsError, match="--reset"):
+        simulate(SimulateParams(users=5, days=2, seed=2, end=WORLD_END), settings)
+    assert sorted(p.stat().st_size for p in settings.events_dir.rglob("*.jsonl")) == before
+    fresh = simulate(SimulateParams(users=5, days=2, seed=2, end=WORLD_END, reset=True), settings)
+    assert fresh.resumed_at_user == 0
+
+
+def test_days_to_compute_covers_complete_days_and_the_overlap():
+    from feature_repo.profile_transforms import EventFrames
+
+    stamps = pd.Series(pd.to_datetime(["2026-11-10 05:00", "2026-11-12 23:00"], utc=True))
+    frames = EventFrames(
+        tasks=pd.DataFrame({"created": stamps}),
+        impressions=pd.DataFrame({"timestamp": stamps.iloc[:0]}),
+        feedback=pd.DataFrame({"timestamp": stamps.iloc[:0]}),
+    )
+    as_of = WORLD_END_TS.replace(year=2026, month=11, day=14, hour=6)
+    days = days_to_compute(frames, [], as_of, overlap_days=2, full=False)
+    assert [d.day for d in days] == [11, 12, 13, 14]
+    existing = [d for d in days if d.day <= 13]
+    assert [d.day for d in days_to_compute(frames, existing, as_of, 2, False)] == [11, 12, 13, 14]
+    assert [d.day for d in days_to_compute(frames, existing, as_of, 1, False)] == [12, 13, 14]
+    assert [d.day for d in days_to_compute(frames, existing, as_of, 1, True)] == [11, 12, 13, 14]
