@@ -9,12 +9,13 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from feature_repo.profile_transforms import EventFrames, compute_daily_profiles
 from flows.event_frames import load_event_frames
 from flows.materialize import MaterializeReport, materialize_profiles
 from flows.offline_table import partition_days, write_partitions
+from flows.params import UtcDatetime
 from service.eventlog import EventLog
 from service.feast_store import apply_definitions, open_store
 from service.settings import Settings
@@ -25,20 +26,13 @@ class FeaturesParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    as_of: datetime | None = Field(
+    as_of: UtcDatetime | None = Field(
         default=None,
         description="Compute and materialize up to this time (default: now; naive means UTC).",
     )
     overlap_days: int = Field(default=2, ge=0, le=28)
     chunk_size: int = Field(default=5000, ge=1, le=1_000_000)
     full: bool = Field(default=False, description="Recompute every day, not just recent ones.")
-
-    @field_validator("as_of")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
 
 
 class FeaturesReport(BaseModel):

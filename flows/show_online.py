@@ -2,9 +2,10 @@
 
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from feature_repo.feature_services import tip_scorer_v1
+from flows.params import UtcDatetime
 from service.context import RequestContext
 from service.eventlog import EventLog
 from service.events import Id
@@ -17,14 +18,7 @@ class OnlineShowParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     user_ids: list[Id] = Field(min_length=1, max_length=50)
-    at: datetime | None = Field(default=None, description="Read time (default: now).")
-
-    @field_validator("at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
+    at: UtcDatetime | None = Field(default=None, description="Read time (default: now).")
 
 
 def latest_contexts(log: EventLog, user_ids: set[str]) -> dict[str, RequestContext]:

@@ -29,8 +29,8 @@ class FeatureRead:
     degraded: bool
 
 
-def _first(values: dict, rows: int = 0) -> dict:
-    return {name: column[rows].item() for name, column in values.items()}
+def _first_row(values: dict) -> dict:
+    return {name: column[0].item() for name, column in values.items()}
 
 
 class OnlineFeatureReader:
@@ -50,7 +50,7 @@ class OnlineFeatureReader:
             udf = request_context_features.feature_transformation.udf
             local = udf({name: [value] for name, value in request.items()})
             return FeatureRead(
-                profile=_first(values),
+                profile=_first_row(values),
                 context={f.name: int(local[f.name][0]) for f in CONTEXT_FEATURES},
                 fallbacks={name: str(reason[0]) for name, reason in reasons.items()},
                 as_of=None,
@@ -61,7 +61,7 @@ class OnlineFeatureReader:
         )
         fallbacks = {name: str(r[0]) for name, r in reasons.items() if r[0]}
         return FeatureRead(
-            profile=_first(values),
+            profile=_first_row(values),
             context={f.name: int(row[f.name][0]) for f in CONTEXT_FEATURES},
             fallbacks=fallbacks,
             as_of=row[PROFILE_AS_OF][0],

@@ -9,6 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field
 import feature_repo
 
 FEATURE_REPO_DIR = Path(feature_repo.__file__).parent
+ENV_VARS = {
+    "home": "TIPML_HOME",
+    "online_store": "TIPML_ONLINE_STORE",
+    "redis_url": "TIPML_REDIS_URL",
+}
 
 
 class Settings(BaseModel):
@@ -21,16 +26,10 @@ class Settings(BaseModel):
     redis_url: str = Field(default="127.0.0.1:6379", pattern=r"^[^\s,]+:\d+(,\S+)?$")
 
     @classmethod
-    def from_env(cls, **overrides: object) -> "Settings":
-        env = {
-            "home": os.environ.get("TIPML_HOME"),
-            "online_store": os.environ.get("TIPML_ONLINE_STORE"),
-            "redis_url": os.environ.get("TIPML_REDIS_URL"),
-        }
-        values = {k: v for k, v in env.items() if v} | {
-            k: v for k, v in overrides.items() if v is not None
-        }
-        return cls.model_validate(values)
+    def from_env(cls) -> "Settings":
+        return cls.model_validate(
+            {field: os.environ[var] for field, var in ENV_VARS.items() if os.environ.get(var)}
+        )
 
     @property
     def data_dir(self) -> Path:

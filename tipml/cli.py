@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from service.settings import Settings
+from service.settings import ENV_VARS, Settings
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 features_app = typer.Typer(no_args_is_help=True, help="Compute, inspect and export features.")
@@ -54,15 +54,15 @@ def main(
     home: Annotated[
         Path | None,
         typer.Option(
-            envvar="TIPML_HOME", help="Feast repo path and data root.", show_default=False
+            envvar=ENV_VARS["home"], help="Feast repo path and data root.", show_default=False
         ),
     ] = None,
     online_store: Annotated[
         str | None,
-        typer.Option(envvar="TIPML_ONLINE_STORE", help="sqlite (default) or redis."),
+        typer.Option(envvar=ENV_VARS["online_store"], help="sqlite (default) or redis."),
     ] = None,
     redis_url: Annotated[
-        str | None, typer.Option(envvar="TIPML_REDIS_URL", help="host:port[,db=N]")
+        str | None, typer.Option(envvar=ENV_VARS["redis_url"], help="host:port[,db=N]")
     ] = None,
 ) -> None:
     ctx.obj = validated(Settings, home=home, online_store=online_store, redis_url=redis_url)
