@@ -46,7 +46,7 @@ from feature_repo.profile_transforms import TIMESTAMP
 from flows.materialize import materialize_profiles
 from flows.offline_table import SCHEMA, table_dir, write_partitions
 from service.feast_store import CONFIG_FILES, apply_definitions, offline_reads, open_store
-from service.settings import FEATURE_REPO_DIR, Settings
+from service.settings import ENV_VARS, FEATURE_REPO_DIR, Settings
 
 REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 12
 REDIS_URL = f"{REDIS_HOST}:{REDIS_PORT},db={REDIS_DB}"
@@ -246,7 +246,7 @@ def run_feast_cli(settings: Settings, users: int) -> tuple[float, FeatureStore]:
     shutil.copy(FEATURE_REPO_DIR / CONFIG_FILES[settings.online_store], home / "feature_store.yaml")
     for name in ("repo.py", ".feastignore"):
         shutil.copy(FEATURE_REPO_DIR / name, home / name)
-    env = os.environ | {"TIPML_REDIS_URL": settings.redis_url}
+    env = os.environ | {ENV_VARS["redis_url"]: settings.redis_url}
     feast(["apply"], home, env)
     seconds = timed(lambda: feast(["materialize", START.isoformat(), END.isoformat()], home, env))
     return seconds, open_store(settings)

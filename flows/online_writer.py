@@ -9,6 +9,7 @@ its own writer would have stored.
 """
 
 import sqlite3
+import struct
 from collections.abc import Callable
 from contextlib import closing
 
@@ -21,6 +22,7 @@ from feast.infra.provider import get_provider
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import python_values_to_proto_values
+from feast.value_type import ValueType
 
 from feature_repo.profile_transforms import TIMESTAMP
 
@@ -44,28 +46,51 @@ def _entity_keys(user_ids: pd.Series) -> list[EntityKeyProto]:
     ]
 
 
-def _write_sqlite(store: FeatureStore, view: FeatureView, rows: pd.DataFrame) -> None:
+def _serialized_keys(user_ids: pd.Series, version: int) -> list[bytes]:
+    """Feast's serialized entity keys, built from the first key's constant prefix.
+
+    A single string join key serializes as <prefix><type><length><utf-8 id>. The prefix is
+    taken from Feast's own serialization of the first key; if that key does not end the way
+    this expects, every key goes through Feast's serializer instead.
+    """
+    ids = [str(u).encode() for u in user_ids]
+    if not ids:
+        return []
+    [first] = _entity_keys(user_ids.iloc[:1])
+    reference = serialize_entity_key(first, entity_key_serialization_version=version)
+    tail = struct.pack("<II", ValueType.STRING.value, len(ids[0])) + ids[0]
+    if not reference.endswith(tail):
+        return [
+            serialize_entity_key(k, entity_key_serialization_version=version)
+            for k in _entity_keys(user_ids)
+        ]
+    prefix = reference[: -len(tail)]
+    string_type = struct.pack("<I", ValueType.STRING.value)
+    return [prefix + string_type + struct.pack("<I", len(i)) + i for i in ids]
+
+
+def _write_sqlite(
+    store: FeatureStore, view: FeatureView, rows: pd.DataFrame, keys: list[bytes]
+) -> None:
+    """Upsert rows whose `keys` are ascending: records then arrive in primary-key order."""
     config = store.config
     if config.online_store.vector_enabled or getattr(
         config.online_store, "enable_openai_compatible_store", False
     ):
         raise ValueError("fast SQLite writes support the plain (non-vector) table layout only")
-    version = config.entity_key_serialization_version
-    keys = [
-        serialize_entity_key(k, entity_key_serialization_version=version)
-        for k in _entity_keys(rows[JOIN_KEY])
-    ]
     # Feast's sqlite adapter stores event times as whole epoch seconds.
     epoch = pd.Timestamp(0, tz="UTC")
     stamps = ((rows[TIMESTAMP] - epoch) // pd.Timedelta(seconds=1)).tolist()
-    records = []
-    for field in view.features:
+    columns = []
+    for field in sorted(view.features, key=lambda f: f.name):
         protos, codes = _encode(rows[field.name], field.dtype)
         cells = [(p.SerializeToString(), extract_text_and_num(p, False)[0]) for p in protos]
-        records.extend(
-            (key, field.name, *cells[code], stamp, None)
-            for key, code, stamp in zip(keys, codes, stamps, strict=True)
-        )
+        columns.append((field.name, [cells[code] for code in codes]))
+    records = [
+        (key, name, *cells[i], stamp, None)
+        for i, (key, stamp) in enumerate(zip(keys, stamps, strict=True))
+        for name, cells in columns
+    ]
     table = compute_table_id(
         config.project, view, config.registry.enable_online_feature_view_versioning
     )
@@ -75,7 +100,6 @@ def _write_sqlite(store: FeatureStore, view: FeatureView, rows: pd.DataFrame) ->
         "SET value = excluded.value, value_text = excluded.value_text, "
         "event_ts = excluded.event_ts, created_ts = excluded.created_ts"
     )
-    records.sort(key=lambda r: (r[0], r[1]))  # primary-key order: ~25% fewer B-tree page hits
     with closing(sqlite3.connect(SqliteOnlineStore._get_db_path(config))) as conn, conn:
         conn.executemany(sql, records)
 
@@ -103,9 +127,18 @@ def write_online(
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Write `rows` (one per user: user_id, event_timestamp, the view's features) in chunks."""
-    write = _write_sqlite if store.config.online_store.type == "sqlite" else _write_via_feast
+    sqlite = store.config.online_store.type == "sqlite"
+    if sqlite:
+        # Sorted by key, SQLite's B-trees are filled in order: fewer page splits and misses.
+        keys = _serialized_keys(rows[JOIN_KEY], store.config.entity_key_serialization_version)
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        rows, keys = rows.iloc[order], [keys[i] for i in order]
     for offset in range(0, len(rows), chunk_size):
-        write(store, view, rows.iloc[offset : offset + chunk_size])
+        chunk = slice(offset, offset + chunk_size)
+        if sqlite:
+            _write_sqlite(store, view, rows.iloc[chunk], keys[chunk])
+        else:
+            _write_via_feast(store, view, rows.iloc[chunk])
         if progress:
             progress(min(offset + chunk_size, len(rows)), len(rows))
     return len(rows)

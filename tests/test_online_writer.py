@@ -86,3 +86,15 @@ def test_rewriting_replaces_values(tmp_path):
     after = stored(store, rows)
     assert {v[1]["tips_shown_7d"].int64_val for v in after} == {99}
     assert all(v[0] == later.event_timestamp.iloc[0] for v in after)
+
+
+def test_fast_entity_keys_are_feasts():
+    from feast.infra.key_encoding_utils import serialize_entity_key
+
+    from flows.online_writer import _serialized_keys
+
+    ids = pd.Series(["u1", "ünïcødé-user", "x" * 300])
+    expected = [
+        serialize_entity_key(k, entity_key_serialization_version=3) for k in _entity_keys(ids)
+    ]
+    assert _serialized_keys(ids, 3) == expected
