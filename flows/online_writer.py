@@ -1,11 +1,12 @@
 """Write profile rows into the online store in Feast's own encoding, fast.
 
-Feast's writers convert every cell to a protobuf through generic type dispatch, and its
-SQLite store then runs one INSERT per cell. Profile columns repeat few distinct values, so
-here each distinct value is converted once, by Feast's own converter, and SQLite gets a
-single executemany. Other online stores get the same pre-built rows through Feast's own
-`online_write_batch`. tests/test_online_writer.py proves that Feast reads back exactly what
-its own writer would have stored.
+Feast's writers convert every cell to a protobuf through generic type dispatch, its SQLite
+store then runs one INSERT per cell, and its Redis store hashes every field name per row.
+Profile columns repeat few distinct values, so here each distinct value is converted once, by
+Feast's own converter; SQLite gets one executemany per chunk and Redis one pipeline of HSETs
+laid out as Feast's own `skip_dedup` writer lays them out. Other online stores get the same
+pre-built rows through Feast's `online_write_batch`. tests/test_online_writer.py proves that
+Feast reads back exactly what its own writer would have stored.
 """
 
 import sqlite3
@@ -14,15 +15,23 @@ from collections.abc import Callable
 from contextlib import closing
 
 import pandas as pd
+import redis
 from feast import FeatureStore, FeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import compute_table_id, extract_text_and_num
+from feast.infra.online_stores.helpers import (
+    _mmh3,
+    compute_table_id,
+    compute_versioned_name,
+    extract_text_and_num,
+)
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
 from feast.infra.provider import get_provider
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from feature_repo.profile_transforms import TIMESTAMP
 
@@ -104,6 +113,37 @@ def _write_sqlite(
         conn.executemany(sql, records)
 
 
+def _write_redis(
+    store: FeatureStore, view: FeatureView, rows: pd.DataFrame, keys: list[bytes]
+) -> None:
+    """One pipelined HSET per user, laid out as Feast's skip_dedup Redis writer lays it out."""
+    config = store.config
+    host, kwargs = RedisOnlineStore._parse_connection_string(config.online_store.connection_string)
+    name = compute_versioned_name(view, config.registry.enable_online_feature_view_versioning)
+    project = config.project.encode()
+    stamps = {}
+    for stamp in rows[TIMESTAMP].unique():
+        proto = Timestamp()
+        proto.FromDatetime(stamp.to_pydatetime())
+        stamps[stamp] = proto.SerializeToString()
+    columns = []
+    for field in view.features:
+        protos, codes = _encode(rows[field.name], field.dtype)
+        serialized = [p.SerializeToString() for p in protos]
+        columns.append((_mmh3(f"{name}:{field.name}"), [serialized[c] for c in codes]))
+    ts_field = f"_ts:{name}"
+    ttl = config.online_store.key_ttl_seconds
+    client = redis.Redis(host=host[0]["host"], port=int(host[0]["port"]), **kwargs)
+    with closing(client), client.pipeline(transaction=False) as pipe:
+        for i, (key, stamp) in enumerate(zip(keys, rows[TIMESTAMP], strict=True)):
+            mapping = {field: values[i] for field, values in columns}
+            mapping[ts_field] = stamps[stamp]
+            pipe.hset(key + project, mapping=mapping)
+            if ttl:
+                pipe.expire(key + project, ttl)
+        pipe.execute()
+
+
 def _write_via_feast(store: FeatureStore, view: FeatureView, rows: pd.DataFrame) -> None:
     columns = {f.name: _encode(rows[f.name], f.dtype) for f in view.features}
     stamps = [t.to_pydatetime() for t in rows[TIMESTAMP].dt.tz_convert("UTC")]
@@ -127,16 +167,21 @@ def write_online(
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Write `rows` (one per user: user_id, event_timestamp, the view's features) in chunks."""
-    sqlite = store.config.online_store.type == "sqlite"
-    if sqlite:
-        # Sorted by key, SQLite's B-trees are filled in order: fewer page splits and misses.
-        keys = _serialized_keys(rows[JOIN_KEY], store.config.entity_key_serialization_version)
-        order = sorted(range(len(keys)), key=keys.__getitem__)
-        rows, keys = rows.iloc[order], [keys[i] for i in order]
+    online = store.config.online_store
+    if online.type == "sqlite":
+        write = _write_sqlite
+    elif online.type == "redis" and online.redis_type == RedisType.redis and online.skip_dedup:
+        write = _write_redis
+    else:
+        write = None
+    keys = _serialized_keys(rows[JOIN_KEY], store.config.entity_key_serialization_version)
+    # Sorted by key, SQLite's B-trees are filled in order: fewer page splits and misses.
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    rows, keys = rows.iloc[order], [keys[i] for i in order]
     for offset in range(0, len(rows), chunk_size):
         chunk = slice(offset, offset + chunk_size)
-        if sqlite:
-            _write_sqlite(store, view, rows.iloc[chunk], keys[chunk])
+        if write:
+            write(store, view, rows.iloc[chunk], keys[chunk])
         else:
             _write_via_feast(store, view, rows.iloc[chunk])
         if progress:
