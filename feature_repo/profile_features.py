@@ -82,7 +82,8 @@ PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
         source=f"{_TASKS}; {_TIPS}",
         fallback=-1,
         description=(
-            "Local hour (0-23) with most completions and accepted tips in 28 days; -1 unknown."
+            "Circular mean local hour (0-23) of completions and accepted tips in 28 days; "
+            "-1 unknown."
         ),
     ),
     ProfileFeature(
@@ -132,7 +133,10 @@ PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
             ttl=_MONTHLY,
             source=_TIPS,
             fallback=_ACCEPT_PRIOR,
-            description=f"Accepted / shown for '{category}' tips in 28 days.",
+            description=(
+                f"Accepted / shown for '{category}' tips in 28 days, smoothed toward the "
+                "overall rate by 5 pseudo-impressions."
+            ),
         )
         for category in TIP_CATEGORIES
     ),

@@ -16,6 +16,7 @@ from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 
 DAY = pd.Timedelta(days=1)
+RATE_PSEUDO_COUNT = 5
 TIMESTAMP = "event_timestamp"
 
 
@@ -78,6 +79,22 @@ def _window(cum: np.ndarray, as_of: np.ndarray, days: int) -> np.ndarray:
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(denominator > 0, np.minimum(numerator / denominator, 1.0), np.nan)
+
+
+def _smoothed_rate(accepted: np.ndarray, shown: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Accepted / shown, pulled toward `prior` by RATE_PSEUDO_COUNT imagined impressions.
+
+    A category a user saw three times says little; the user's overall rate says more.
+    Unknown (NaN) where the prior is unknown, i.e. the user saw no tips at all.
+    """
+    return (accepted + RATE_PSEUDO_COUNT * prior) / (shown + RATE_PSEUDO_COUNT)
+
+
+def _circular_mean_hour(counts: np.ndarray) -> np.ndarray:
+    """Hour (0-23) of the mean direction of counts over 24 hourly bins (last axis)."""
+    angles = 2 * np.pi * np.arange(24) / 24
+    direction = np.arctan2(counts @ np.sin(angles), counts @ np.cos(angles))
+    return np.round(direction * 24 / (2 * np.pi)) % 24
 
 
 def _local_hours(stamps: pd.Series, zones: pd.Series) -> np.ndarray:
@@ -157,7 +174,8 @@ def compute_daily_profiles(events: EventFrames, as_of_days: Sequence[date]) -> p
     for k in range(full.days):
         streak[:, k + 1] = (streak[:, k] + 1) * active[:, k]
 
-    # Preferred hour: the local hour with most completions and acceptances in 28 days.
+    # Preferred hour: the circular mean of local hours of completions and acceptances in 28
+    # days (a mean, not a mode: a few dozen events spread over 24 bins make a noisy mode).
     done_recent = recent.day_index(tasks["completed"])
     done = tasks[done_recent >= 0]
     hour_counts = recent.counts(
@@ -170,9 +188,10 @@ def compute_daily_profiles(events: EventFrames, as_of_days: Sequence[date]) -> p
         _local_hours(accepted["timestamp"], accepted["timezone"]),
     )
     hours_28d = _window(_before(hour_counts), jr, 28)
-    preferred = np.where(hours_28d.sum(axis=2) > 0, hours_28d.argmax(axis=2), np.nan)
+    preferred = np.where(hours_28d.sum(axis=2) > 0, _circular_mean_hour(hours_28d), np.nan)
 
     tasks_done_7d = _window(completed, j, 7)
+    overall_rate = _ratio(_window(accepts, jr, 28), _window(shown, jr, 28))
     values: dict[str, np.ndarray] = {
         "completion_rate_7d": _ratio(
             tasks_done_7d, open_eod[:, np.maximum(j - 7, 0)] + _window(created, j, 7)
@@ -182,7 +201,7 @@ def compute_daily_profiles(events: EventFrames, as_of_days: Sequence[date]) -> p
         "overdue_tasks_eod": overdue[:, j],
         "preferred_hour": preferred,
         "tips_shown_7d": _window(shown, jr, 7),
-        "tip_accept_rate_28d": _ratio(_window(accepts, jr, 28), _window(shown, jr, 28)),
+        "tip_accept_rate_28d": overall_rate,
         "streak_days": streak[:, j],
         "active_days_28d": _window(_before(active.astype(np.int64)), j, 28),
         "tenure_days": (
@@ -199,8 +218,8 @@ def compute_daily_profiles(events: EventFrames, as_of_days: Sequence[date]) -> p
         cat_accepts = _before(
             recent.counts(accepted["user_id"], np.where(in_cat_accepted, accepted_day, -1))
         )
-        values[f"accept_rate_{category}_28d"] = _ratio(
-            _window(cat_accepts, jr, 28), _window(cat_shown, jr, 28)
+        values[f"accept_rate_{category}_28d"] = _smoothed_rate(
+            _window(cat_accepts, jr, 28), _window(cat_shown, jr, 28), overall_rate
         )
 
     exists = first_seen.reindex(users).to_numpy()[:, None] < as_of_stamps.to_numpy()[None, :]

@@ -4,8 +4,14 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.features import FeaturesParams, FeaturesReport, features
+from flows.model_card import ModelCard
+from flows.promote import PromoteReport, promote
+from flows.registration import read_card
 from flows.show_online import OnlineShowParams, read_online
 from flows.simulate import SimulateParams, SimulateReport, simulate
+from flows.training import TrainParams, TrainReport, training
+from service.model_names import CHAMPION
+from service.model_registry import registry_client, version_by_alias
 from service.online_features import FeatureRead
 from service.settings import Settings
 
@@ -27,6 +33,9 @@ class DemoResult(BaseModel):
     simulated: SimulateReport
     features: FeaturesReport
     reads: dict[str, FeatureRead]
+    trained: TrainReport
+    promoted: PromoteReport
+    champion_card: ModelCard | None
 
 
 @flow(name="demo")
@@ -39,4 +48,15 @@ def demo(params: DemoParams, settings: Settings | None = None) -> DemoResult:
     report = features(FeaturesParams(), settings)
     shown = ["u000000", "u000001", "u000002", UNKNOWN_USER]
     reads = read_online(settings, OnlineShowParams(user_ids=shown))
-    return DemoResult(simulated=simulated, features=report, reads=reads)
+    trained = training(TrainParams(), settings)
+    promoted = promote(settings)
+    client = registry_client(settings)
+    champion = version_by_alias(client, CHAMPION)
+    return DemoResult(
+        simulated=simulated,
+        features=report,
+        reads=reads,
+        trained=trained,
+        promoted=promoted,
+        champion_card=read_card(client, champion) if champion else None,
+    )

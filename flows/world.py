@@ -19,13 +19,18 @@ from pydantic import BaseModel, ConfigDict
 
 from feature_repo.categories import TIP_CATEGORIES
 from service.context import RequestContext, Task
-from service.events import Event, Feedback, Impression, TaskCompleted, TaskCreated
+from service.events import (
+    ATTRIBUTION_WINDOW,
+    Event,
+    Feedback,
+    Impression,
+    TaskCompleted,
+    TaskCreated,
+)
 
 PROMPT_VERSIONS: tuple[str, ...] = ("v1", "v2-mentor", "v3-few-shot")
 # True effect of each prompt version on the acceptance logit; the bandits must find it.
 PROMPT_EFFECT: dict[str, float] = {"v1": 0.0, "v2-mentor": 0.15, "v3-few-shot": 0.3}
-# A shown tip nobody reacted to counts as ignored once this window closes.
-ATTRIBUTION_WINDOW = timedelta(minutes=60)
 
 
 class Persona(BaseModel):

@@ -4,6 +4,7 @@ Every event carries a unique `event_id` (published as `Nats-Msg-Id` on JetStream
 redelivered or re-simulated event is counted once.
 """
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
@@ -12,6 +13,8 @@ from service.context import MAX_TITLE_CHARS, RequestContext, Timezone
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
 Reaction = Literal["accepted", "dismissed", "ignored"]
+# A shown tip nobody reacted to counts as ignored once this window has closed.
+ATTRIBUTION_WINDOW = timedelta(minutes=60)
 PromptVersion = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9.-]*$")]
 
 

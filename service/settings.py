@@ -13,6 +13,7 @@ ENV_VARS = {
     "home": "TIPML_HOME",
     "online_store": "TIPML_ONLINE_STORE",
     "redis_url": "TIPML_REDIS_URL",
+    "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
 }
 
 
@@ -24,6 +25,9 @@ class Settings(BaseModel):
     home: Path = Field(default=FEATURE_REPO_DIR)
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = Field(default="127.0.0.1:6379", pattern=r"^[^\s,]+:\d+(,\S+)?$")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking and registry; default SQLite under data/."
+    )
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -38,6 +42,15 @@ class Settings(BaseModel):
     @property
     def events_dir(self) -> Path:
         return self.data_dir / "events"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str:
+        """Where new experiments keep artifacts, whatever the tracking backend."""
+        return (self.data_dir / "mlartifacts").resolve().as_uri()
 
     @property
     def world_dir(self) -> Path:

@@ -18,13 +18,21 @@ def run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return done
 
 
-def test_demo_then_feast_cli_on_its_repo(tmp_path):
+def test_demo_then_the_card_then_feast_cli_on_its_repo(tmp_path):
     home = tmp_path / "home"
     env = os.environ | {"TIPML_HOME": str(home), "COLUMNS": "200"}
-    demo = run([str(BIN / "tipml"), "demo", "--users", "12", "--days", "6"], tmp_path, env)
+    demo = run([str(BIN / "tipml"), "demo", "--users", "150", "--days", "21"], tmp_path, env)
     assert "online features" in demo.stdout
     assert "new-user" in demo.stdout and "(missing)" in demo.stdout
-    assert "12 users online" in demo.stdout
+    assert "150 users online" in demo.stdout
+    assert "registered as challenger" in demo.stdout and "oracle AUC" in demo.stdout
+    # A small world may or may not pass the gate; either way the decision is on the card.
+    outcome = demo.stdout.split("promote: ")[1].split(":")[0]
+    assert outcome in {"promoted", "kept"}
+    alias = "champion" if outcome == "promoted" else "challenger"
+    card = run([str(BIN / "tipml"), "card", "--alias", alias, "--markdown"], tmp_path, env)
+    assert "## Fairness (validation slices)" in card.stdout
+    assert outcome in card.stdout.split("## Rollout history")[1]
 
     # The same repo, driven by Feast's CLI from inside it.
     for name in ("feature_store.yaml", "repo.py", ".feastignore"):

@@ -97,12 +97,14 @@ def test_tip_counts_and_rates(profiles):
     a10, a11 = row(profiles, "a", D10), row(profiles, "a", D11)
     assert a10.tips_shown_7d == 2
     assert a10.tip_accept_rate_28d == pytest.approx(0.5)
-    assert a10.accept_rate_focus_28d == 1.0
-    assert a10.accept_rate_planning_28d == 0.0
-    assert np.isnan(a10.accept_rate_wellbeing_28d)
+    # Category rates are pulled toward the overall rate by five pseudo-impressions.
+    assert a10.accept_rate_focus_28d == pytest.approx((1 + 5 * 0.5) / (1 + 5))
+    assert a10.accept_rate_planning_28d == pytest.approx((0 + 5 * 0.5) / (1 + 5))
+    assert a10.accept_rate_wellbeing_28d == pytest.approx(0.5)  # never shown: the prior
     assert a11.tips_shown_7d == 3
     assert a11.tip_accept_rate_28d == pytest.approx(1 / 3)
-    assert a11.accept_rate_focus_28d == pytest.approx(0.5)
+    assert a11.accept_rate_focus_28d == pytest.approx((1 + 5 / 3) / (2 + 5))
+    assert np.isnan(row(profiles, "b", D11).accept_rate_focus_28d)  # no tips: unknown
 
 
 def test_activity_streak_and_tenure(profiles):
@@ -112,9 +114,10 @@ def test_activity_streak_and_tenure(profiles):
     assert row(profiles, "c", D11).tenure_days == 0
 
 
-def test_preferred_hour_is_local_and_unknown_without_activity(profiles):
-    assert row(profiles, "a", D10).preferred_hour == 10  # tie 10h vs 21h: earliest wins
-    assert row(profiles, "a", D11).preferred_hour == 10
+def test_preferred_hour_is_a_local_circular_mean_and_unknown_without_activity(profiles):
+    # a: done at 10h, accepted at 21h (circular mean 15.5 -> 16); then one more at 10h: 11.
+    assert row(profiles, "a", D10).preferred_hour == 16
+    assert row(profiles, "a", D11).preferred_hour == 11
     assert pd.isna(row(profiles, "b", D10).preferred_hour)
     assert row(profiles, "b", D11).preferred_hour == 10  # 01:00 UTC is 10:00 in Tokyo
     assert row(profiles, "b", D10).completion_rate_7d == 0.0

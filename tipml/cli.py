@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from service.model_names import Alias
 from service.settings import ENV_VARS, Settings
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
@@ -64,8 +65,21 @@ def main(
     redis_url: Annotated[
         str | None, typer.Option(envvar=ENV_VARS["redis_url"], help="host:port[,db=N]")
     ] = None,
+    mlflow_tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            envvar=ENV_VARS["mlflow_tracking_uri"],
+            help="MLflow tracking/registry URI (default: SQLite under the data dir).",
+        ),
+    ] = None,
 ) -> None:
-    ctx.obj = validated(Settings, home=home, online_store=online_store, redis_url=redis_url)
+    ctx.obj = validated(
+        Settings,
+        home=home,
+        online_store=online_store,
+        redis_url=redis_url,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+    )
 
 
 @app.command()
@@ -173,13 +187,75 @@ def print_reads(reads: dict) -> None:
 
 
 @app.command()
+def train(
+    ctx: typer.Context,
+    as_of: Annotated[
+        str | None, typer.Option(help="Train on what was known at this ISO time (default: now).")
+    ] = None,
+    validation_days: Annotated[int, typer.Option(help="Latest days held out.")] = 7,
+    min_rows: Annotated[int, typer.Option(help="Minimum impressions per split.")] = 1000,
+) -> None:
+    """Run the `training` flow: train, evaluate and register tip-scorer@challenger."""
+    from flows.training import NotEnoughData, TrainParams
+    from flows.training import training as training_flow
+
+    params = validated(TrainParams, as_of=as_of, validation_days=validation_days, min_rows=min_rows)
+    try:
+        report = training_flow(params, settings_of(ctx))
+    except NotEnoughData as exc:
+        fail(str(exc), code=1)
+    print_training(report)
+
+
+def print_training(report) -> None:
+    m = report.metrics
+    console.print(
+        f"tip-scorer v{report.version} ({report.model_type}) registered as challenger\n"
+        f"AUC {m.auc:.4f} / oracle AUC {m.oracle_auc or 0:.4f} = {m.auc_to_oracle or 0:.3f}; "
+        f"log loss {m.log_loss:.4f}; ECE {m.ece:.4f}\n"
+        f"training set built in {report.build_seconds:.1f} s ({report.train_rows} training rows);"
+        f" fit in {report.fit_seconds:.1f} s",
+        markup=False,
+    )
+
+
+@app.command()
+def promote(ctx: typer.Context) -> None:
+    """Run the `promote` flow: challenger -> champion only through the gate."""
+    from flows.promote import promote as promote_flow
+
+    report = promote_flow(settings_of(ctx))
+    console.print(f"{report.outcome}: {report.reason}")
+    for check in report.checks:
+        console.print(f"  {'pass' if check.passed else 'FAIL'} {check.name}: {check.detail}")
+
+
+@app.command()
+def card(
+    ctx: typer.Context,
+    alias: Annotated[Alias, typer.Option(help="Which version's card.")] = Alias.CHAMPION,
+    markdown: Annotated[bool, typer.Option(help="Print the whole card as markdown.")] = False,
+) -> None:
+    """Print the model card of the version holding an alias."""
+    from flows.registration import read_card
+    from service.model_registry import registry_client, version_by_alias
+
+    client = registry_client(settings_of(ctx))
+    version = version_by_alias(client, alias.value)
+    if version is None:
+        fail(f"no tip-scorer version holds the alias {alias.value!r}", code=1)
+    model_card = read_card(client, version)
+    console.print(model_card.to_markdown() if markdown else model_card.summary(), markup=False)
+
+
+@app.command()
 def demo(
     ctx: typer.Context,
     users: Annotated[int, typer.Option(help="Simulated users.")] = 300,
     days: Annotated[int, typer.Option(help="Days of history.")] = 35,
     seed: Annotated[int, typer.Option(help="World seed.")] = 42,
 ) -> None:
-    """The main job on the embedded default: simulate -> features -> online read."""
+    """The main job on the embedded default: simulate -> features -> train -> promote."""
     from flows.demo import DemoParams
     from flows.demo import demo as demo_flow
 
@@ -191,4 +267,9 @@ def demo(
         f"{result.features.materialized.users} users online"
     )
     print_reads(result.reads)
-    console.print(f"at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    console.print(f"at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
+    print_training(result.trained)
+    console.print(f"promote: {result.promoted.outcome}: {result.promoted.reason}", markup=False)
+    if result.champion_card:
+        console.print("\nchampion model card (summary):", markup=False)
+        console.print(result.champion_card.summary(), markup=False)

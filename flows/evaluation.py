@@ -1,0 +1,103 @@
+"""Offline evaluation of a scorer: discrimination, calibration, and per-slice fairness."""
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from pydantic import BaseModel
+from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
+CALIBRATION_BINS = 10
+
+
+class Metrics(BaseModel):
+    rows: int
+    positives: int
+    auc: float
+    log_loss: float
+    brier: float
+    ece: float
+    oracle_auc: float | None = None
+
+    @property
+    def auc_to_oracle(self) -> float | None:
+        return self.auc / self.oracle_auc if self.oracle_auc else None
+
+
+class SliceRow(BaseModel):
+    slice: str  # e.g. "persona"
+    value: str  # e.g. "parent"
+    rows: int
+    auc: float | None  # None when the slice holds one class only
+    mean_predicted: float
+    observed: float
+
+    @property
+    def gap(self) -> float:
+        return abs(self.mean_predicted - self.observed)
+
+
+def _bins(p: np.ndarray) -> np.ndarray:
+    """Equal-count bins: accept probabilities are skewed, equal-width bins would sit empty."""
+    edges = np.quantile(p, np.linspace(0, 1, CALIBRATION_BINS + 1)[1:-1])
+    return np.searchsorted(edges, p, side="right")
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray) -> float:
+    bins = _bins(p)
+    total = 0.0
+    for b in np.unique(bins):
+        mask = bins == b
+        total += mask.sum() / len(p) * abs(p[mask].mean() - y[mask].mean())
+    return float(total)
+
+
+def evaluate(y: np.ndarray, p: np.ndarray, oracle: np.ndarray | None = None) -> Metrics:
+    y = np.asarray(y, dtype=np.int64)
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return Metrics(
+        rows=len(y),
+        positives=int(y.sum()),
+        auc=float(roc_auc_score(y, p)),
+        log_loss=float(log_loss(y, p, labels=[0, 1])),
+        brier=float(brier_score_loss(y, p)),
+        ece=expected_calibration_error(y, p),
+        oracle_auc=float(roc_auc_score(y, oracle)) if oracle is not None else None,
+    )
+
+
+def slice_table(y: np.ndarray, p: np.ndarray, slices: pd.DataFrame) -> list[SliceRow]:
+    """AUC and mean predicted vs observed accept rate for every value of every slice column."""
+    y, p = np.asarray(y), np.asarray(p)
+    rows = []
+    for column in slices.columns:
+        values = slices[column].astype(str).to_numpy()
+        for value in sorted(set(values)):
+            mask = values == value
+            both_classes = 0 < y[mask].sum() < mask.sum()
+            rows.append(
+                SliceRow(
+                    slice=column,
+                    value=value,
+                    rows=int(mask.sum()),
+                    auc=float(roc_auc_score(y[mask], p[mask])) if both_classes else None,
+                    mean_predicted=float(p[mask].mean()),
+                    observed=float(y[mask].mean()),
+                )
+            )
+    return rows
+
+
+def reliability_plot(y: np.ndarray, p: np.ndarray, title: str) -> Figure:
+    """Observed vs predicted accept rate per equal-count bin (no pyplot: no display needed)."""
+    bins = _bins(p)
+    predicted = [p[bins == b].mean() for b in np.unique(bins)]
+    observed = [np.asarray(y)[bins == b].mean() for b in np.unique(bins)]
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
+    top = max(max(predicted), max(observed)) * 1.1
+    ax.plot([0, top], [0, top], linestyle="--", color="grey", label="perfect calibration")
+    ax.plot(predicted, observed, marker="o", label="model")
+    ax.set(xlabel="mean predicted accept rate", ylabel="observed accept rate", title=title)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,69 @@
+"""Model cards render whole as an artifact and short enough for the registry's description."""
+
+from datetime import UTC, datetime, timedelta
+
+from flows.evaluation import Metrics, SliceRow
+from flows.gates import GateCheck
+from flows.model_card import DESCRIPTION_LIMIT, Decision, ModelCard, Window, feature_docs
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def card(decisions: int) -> ModelCard:
+    return ModelCard(
+        model_name="tip-scorer",
+        version=3,  # MLflow hands out numbers
+        run_id="abc123",
+        feature_service="tip_scorer_v1",
+        inputs=feature_docs(),
+        model_type="hist_gradient_boosting",
+        candidates={"logistic_regression": 0.36, "hist_gradient_boosting": 0.35},
+        training_window=Window(start=T0, end=T0 + timedelta(days=20)),
+        validation_window=Window(start=T0 + timedelta(days=20), end=T0 + timedelta(days=27)),
+        train_rows=10_000,
+        train_positives=1_200,
+        metrics=Metrics(
+            rows=3000, positives=360, auc=0.72, log_loss=0.35, brier=0.1, ece=0.01, oracle_auc=0.76
+        ),
+        fairness=[
+            SliceRow(
+                slice="persona",
+                value="parent",
+                rows=800,
+                auc=0.7,
+                mean_predicted=0.12,
+                observed=0.15,
+            )
+        ],
+        checks=[GateCheck(name="auc_to_oracle", passed=True, detail="AUC/oracle 0.947")],
+        rollout_history=[
+            Decision(at=T0 + timedelta(days=i), action="kept", reason=f"decision {i} " + "x" * 200)
+            for i in range(decisions)
+        ],
+    )
+
+
+def test_markdown_holds_every_section_and_every_input():
+    text = card(2).to_markdown()
+    for heading in (
+        "Purpose",
+        "Inputs",
+        "Training",
+        "Offline metrics",
+        "Fairness",
+        "Checks",
+        "Known limits",
+        "Rollout history",
+    ):
+        assert f"## {heading}" in text
+    assert all(f"| {doc.name} |" in text for doc in feature_docs())
+    assert "| persona | parent | 800 | 0.700 | 0.120 | 0.150 | 0.030 |" in text
+    assert card(2).version == "3"
+
+
+def test_description_fits_the_registry_and_keeps_the_latest_decisions():
+    long = card(60)
+    text = long.description()
+    assert len(text) <= DESCRIPTION_LIMIT
+    assert "decision 59" in text and "decision 0 " not in text
+    assert "model_card.md" in text and "AUC 0.720 / oracle 0.760" in text
