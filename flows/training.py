@@ -3,6 +3,7 @@ scorer -> MLflow run, registered version `tip-scorer@challenger`, model card.
 """
 
 import time
+import warnings
 from datetime import UTC, datetime, timedelta
 
 import mlflow
@@ -135,9 +136,13 @@ def training(params: TrainParams | None = None, settings: Settings | None = None
             "plots/reliability.png",
         )
         for context, part in (("training", train), ("validation", valid)):
-            dataset = mlflow.data.from_pandas(
-                part, name=f"tip-impressions-{context}", targets="accepted"
-            )
+            with warnings.catch_warnings():
+                # MLflow hints that integer columns could not hold missing values in a model
+                # signature; these are dataset records (the label is 0/1), not a signature.
+                warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+                dataset = mlflow.data.from_pandas(
+                    part, name=f"tip-impressions-{context}", targets="accepted"
+                )
             mlflow.log_input(dataset, context=context)
         version = log_scorer(chosen.model, x_valid, valid.assign(p_accept=p_valid))
         number = str(version.version)
