@@ -18,6 +18,12 @@ class PromotionPolicy(BaseModel):
     min_slice_rows: int = 200
     # Rows both models never trained on, needed to compare challenger and champion.
     min_comparison_rows: int = 500
+    # Shadow traffic (the challenger scoring live requests): gated only once there is enough.
+    min_shadow_requests: int = 100
+    # Mean per-request Spearman correlation of the two models' candidate scores.
+    min_shadow_rank_agreement: float = 0.5
+    # |mean(challenger score - champion score)| on the same live candidates.
+    max_shadow_score_shift: float = 0.05
 
 
 POLICY = PromotionPolicy()

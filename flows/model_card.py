@@ -14,6 +14,7 @@ from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.profile_features import PROFILE_FEATURES
 from flows.evaluation import Metrics, SliceRow
 from flows.gates import GateCheck
+from flows.shadow_summary import ShadowSummary
 from service.model_inputs import CATEGORY_COLUMNS
 
 PURPOSE = (
@@ -68,6 +69,7 @@ class ModelCard(BaseModel):
     metrics: Metrics
     fairness: list[SliceRow]
     checks: list[GateCheck]
+    shadow: ShadowSummary | None = None  # live traffic scored beside the champion
     known_limits: list[str] = list(KNOWN_LIMITS)
     rollout_history: list[Decision] = []
 
@@ -100,6 +102,19 @@ class ModelCard(BaseModel):
             if len(text) <= limit or kept == 0:
                 break
         return text[:limit]
+
+    def _shadow_lines(self) -> list[str]:
+        s = self.shadow
+        if s is None:
+            return ["No shadow traffic recorded (no champion to shadow yet)."]
+        return [
+            f"Scored beside champion v{s.champion_version} on {s.requests} live requests.",
+            "",
+            "| requests | rank agreement | top-choice agreement | mean score shift |",
+            "| --- | --- | --- | --- |",
+            f"| {s.requests} | {_fmt(s.rank_agreement, '.3f')} | "
+            f"{_fmt(s.top_choice_agreement, '.3f')} | {_fmt(s.mean_score_shift, '+.4f')} |",
+        ]
 
     def to_markdown(self) -> str:
         m = self.metrics
@@ -149,6 +164,9 @@ class ModelCard(BaseModel):
                 for s in self.fairness
             ),
             "",
+            "## Shadow traffic",
+            *self._shadow_lines(),
+            "",
             "## Checks",
             *(f"- {'pass' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in self.checks),
             "",
@@ -162,6 +180,10 @@ class ModelCard(BaseModel):
             ),
         ]
         return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def feature_docs() -> list[FeatureDoc]:

@@ -1,8 +1,9 @@
 """Prefect flow `promote`: move `champion` to the challenger only through the gate.
 
-The challenger must pass the absolute checks (AUC over oracle AUC, fairness gap) under the
-current policy and, when a champion exists, beat the champion's log loss on validation rows
-neither model trained on. Otherwise the aliases stay. Every decision goes into the cards.
+The challenger must pass the absolute checks (AUC over oracle AUC, calibration, fairness gap)
+under the current policy and, when a champion exists, beat the champion's log loss on
+validation rows neither model trained on and agree with it on shadow traffic (once there is
+enough). Otherwise the aliases stay. Every decision goes into the cards.
 """
 
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from sklearn.metrics import log_loss
 from flows.gates import POLICY, GateCheck, absolute_checks
 from flows.model_card import Decision
 from flows.registration import read_card, read_validation_rows, training_end, write_card
+from flows.shadow_summary import read_summary, shadow_check
 from service.model_inputs import MODEL_FEATURES
 from service.model_names import CHALLENGER, CHAMPION, FEATURE_SERVICE_TAG, MODEL_NAME
 from service.model_registry import registry_client, version_by_alias
@@ -109,6 +111,8 @@ def promote(settings: Settings | None = None) -> PromoteReport:
     checks = absolute_checks(card.metrics, card.fairness)
     if champion is not None:
         checks.append(compare(client, challenger, champion))
+        card.shadow = read_summary(settings, str(champion.version), str(challenger.version))
+        checks.append(shadow_check(card.shadow))
     failed = [c for c in checks if not c.passed]
     if failed:
         reason = "; ".join(f"{c.name}: {c.detail}" for c in failed)

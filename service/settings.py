@@ -53,6 +53,11 @@ class Settings(BaseModel):
         return (self.data_dir / "mlartifacts").resolve().as_uri()
 
     @property
+    def shadow_dir(self) -> Path:
+        """Champion and challenger scores of the same live requests (service/shadow.py)."""
+        return self.data_dir / "shadow"
+
+    @property
     def world_dir(self) -> Path:
         """Simulator ground truth (personas, true preferences): never read by serving."""
         return self.data_dir / "world"

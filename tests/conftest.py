@@ -34,3 +34,27 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def served_home(tmp_path_factory, prefect_server) -> Settings:
+    """A world with features online, a promoted champion and a challenger: what serving needs.
+
+    The world ends today, so that the service, which reads as of the wall clock, finds fresh
+    features.
+    """
+    from datetime import datetime
+
+    from flows.features import FeaturesParams, features
+    from flows.promote import promote
+    from flows.simulate import SimulateParams, simulate
+    from flows.training import TrainParams, training
+
+    settings = Settings(home=tmp_path_factory.mktemp("served"))
+    as_of = datetime.now(UTC)
+    simulate(SimulateParams(users=200, days=28, seed=21, end=as_of.date()), settings)
+    features(FeaturesParams(as_of=as_of), settings)
+    training(TrainParams(as_of=as_of, min_rows=300), settings)
+    assert promote(settings).outcome == "promoted"
+    training(TrainParams(as_of=as_of, min_rows=300), settings)  # stays challenger: shadow
+    return settings

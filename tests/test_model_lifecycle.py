@@ -69,9 +69,12 @@ def test_train_promote_then_a_reasoned_second_decision(world):
     second = promote(world)
     assert second.outcome == "kept" and second.challenger == again.version
     assert "beats_champion" in second.reason and "shared rows" in second.reason
+    [shadow] = [c for c in second.checks if c.name == "shadow"]
+    assert shadow.passed and "0 shadow requests" in shadow.detail
     assert version_by_alias(client, CHAMPION).version == champion.version
     kept = read_card(client, version_by_alias(client, CHALLENGER))
     assert kept.rollout_history[-1].action == "kept"
+    assert kept.shadow is not None and kept.shadow.requests == 0
     assert kept.rollout_history[-1].reason == second.reason
 
     # What the service will load: the champion, with the FeatureService it was trained on.

@@ -1,0 +1,87 @@
+"""The HTTP contract with the recommender: request and response bodies of the service."""
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from feature_repo.contract import CONTRACT_PATH
+from service.events import Id, PromptVersion
+
+MAX_CANDIDATES = 100
+
+Category = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class Candidate(BaseModel):
+    """A tip the recommender may show; fields beyond these are the recommender's own."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    tip_id: Id
+    category: Category
+
+
+def _profile_features_model() -> type[BaseModel]:
+    """Optional profile values from the recommender, typed by the exported contract."""
+    contract = json.loads(CONTRACT_PATH.read_text())
+    python_types = {"int64": int, "float64": float}
+    fields = {
+        f["name"]: (
+            python_types[f["dtype"]] | None,
+            Field(default=None, description=f["description"]),
+        )
+        for f in contract["features"]
+    }
+    return create_model(
+        "ProfileFeatures",
+        __config__=ConfigDict(extra="forbid", frozen=True, strict=False),
+        **fields,
+    )
+
+
+ProfileFeatures = _profile_features_model()
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+
+
+class ScoredCandidate(BaseModel):
+    tip_id: str
+    category: str
+    score: float = Field(description="Probability that the user accepts this tip if shown now.")
+
+
+class ScoreResponse(BaseModel):
+    request_id: str
+    model: ModelInfo
+    feature_service: str
+    candidates: list[ScoredCandidate] = Field(description="Best first.")
+    fallbacks: dict[str, str] = Field(
+        description="Feature -> why its fallback was used: missing, stale, store_unavailable."
+    )
+    degraded: bool = Field(description="True when the online store could not be read.")
+
+
+class GenerateResponse(BaseModel):
+    request_id: str
+    text: str
+    prompt_version: str
+    model: str = Field(description="The LLM deployment that wrote the text.")
+    latency_ms: float
+    cost_usd: float
+    format_ok: bool
+    overlong: bool
+    fallbacks: dict[str, str]
+    degraded: bool
+
+
+class FeedbackResponse(BaseModel):
+    event_id: str
+    status: Literal["appended", "duplicate"]
+
+
+CandidateList = Annotated[list[Candidate], Field(min_length=1, max_length=MAX_CANDIDATES)]
+OptionalPromptVersion = PromptVersion | None

@@ -1,0 +1,168 @@
+"""The BentoML service the recommender calls: /score and /feedback (and /generate).
+
+    bentoml serve service.service:TipService        # 127.0.0.1:3000
+
+Each worker opens its own Feast store and loads `tip-scorer@champion` (and the challenger,
+for shadow scoring, if one exists) at start-up; the FeatureService comes from the champion's
+version tag. /score is a sync endpoint: BentoML runs it on the worker's one thread, so Feast's
+blocking reads never stall the event loop.
+"""
+
+import gc
+import logging
+import uuid
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+import bentoml
+import numpy as np
+from pydantic import AwareDatetime
+
+from service.bentoml_patches import patch_timeout_middleware
+from service.context import RequestContext
+from service.eventlog import EventLog
+from service.events import Feedback, Id, PromptVersion, Reaction
+from service.feast_store import open_store
+from service.model_names import CHALLENGER, CHAMPION, MODEL_NAME
+from service.model_registry import ModelRejected, load_scorer, registry_client, version_by_alias
+from service.online_features import OnlineFeatureReader
+from service.schemas import (
+    CandidateList,
+    FeedbackResponse,
+    ModelInfo,
+    ProfileFeatures,
+    ScoredCandidate,
+    ScoreResponse,
+)
+from service.scoring import merge_profile, score_candidates
+from service.settings import Settings
+from service.shadow import ShadowScorer
+
+log = logging.getLogger(__name__)
+patch_timeout_middleware()
+
+LIVE_SKEW = bentoml.metrics.Counter(
+    name="tipml_live_skew_total",
+    documentation="Requests where the recommender's profile value disagreed with the store's.",
+    labelnames=["feature"],
+)
+DEGRADED = bentoml.metrics.Counter(
+    name="tipml_degraded_total",
+    documentation="Requests answered from fallbacks because the online store was unreadable.",
+    labelnames=["endpoint"],
+)
+RECENT_FEEDBACK = 100_000
+
+
+@bentoml.service(
+    name="tipml",
+    http={"host": "127.0.0.1", "port": 3000},
+    traffic={"timeout": 30},
+    # The per-request access log costs tail latency; metrics and traces stay on.
+    logging={"access": {"enabled": False}},
+)
+class TipService:
+    def __init__(self) -> None:
+        settings = Settings.from_env()
+        self.store = open_store(settings)
+        self.champion = load_scorer(settings, self.store, CHAMPION)
+        self.reader = OnlineFeatureReader(self.store, self.champion.feature_service)
+        self.shadow = self._shadow(settings)
+        self.events = EventLog(settings.events_dir, writer_id=f"service-{uuid.uuid4().hex[:12]}")
+        self._recent_feedback: OrderedDict[str, None] = OrderedDict()
+        self._warm_up()
+
+    def _shadow(self, settings: Settings) -> ShadowScorer | None:
+        if version_by_alias(registry_client(settings), CHALLENGER) is None:
+            return None
+        try:
+            challenger = load_scorer(settings, self.store, CHALLENGER)
+        except ModelRejected as exc:
+            log.warning("no shadow scoring: %s", exc)
+            return None
+        return ShadowScorer(challenger, self.champion.version, settings.shadow_dir)
+
+    def _warm_up(self) -> None:
+        """One full request path, then freeze what start-up allocated out of the GC's way."""
+        context = RequestContext(timestamp=datetime.now(UTC), timezone="UTC")
+        read = self.reader.read("warm-up", context, now=context.timestamp)
+        score_candidates(self.champion.model, read.profile, read.context, ["focus"])
+        gc.collect()
+        gc.freeze()
+
+    @bentoml.api(route="/score")
+    def score(
+        self,
+        user_id: Id,
+        candidates: CandidateList,
+        context: RequestContext,
+        profile_features: ProfileFeatures | None = None,
+    ) -> ScoreResponse:
+        """Score candidate tips for a user now; best first."""
+        request_id = uuid.uuid4().hex
+        read = self.reader.read(user_id, context, now=datetime.now(UTC))
+        if read.degraded:
+            DEGRADED.labels(endpoint="score").inc()
+        merged = merge_profile(read, profile_features)
+        for feature in merged.skewed:
+            LIVE_SKEW.labels(feature=feature).inc()
+        categories = [c.category for c in candidates]
+        scores = score_candidates(self.champion.model, merged.values, read.context, categories)
+        if self.shadow is not None:
+            self.shadow.submit(
+                request_id,
+                user_id,
+                [c.tip_id for c in candidates],
+                categories,
+                merged.values,
+                read.context,
+                scores,
+            )
+        order = np.argsort(-scores, kind="stable")
+        return ScoreResponse(
+            request_id=request_id,
+            model=ModelInfo(name=MODEL_NAME, version=self.champion.version),
+            feature_service=self.champion.feature_service,
+            candidates=[
+                ScoredCandidate(
+                    tip_id=candidates[i].tip_id,
+                    category=candidates[i].category,
+                    score=float(scores[i]),
+                )
+                for i in order
+            ],
+            fallbacks=merged.fallbacks,
+            degraded=read.degraded,
+        )
+
+    @bentoml.api(route="/feedback")
+    def feedback(
+        self,
+        event_id: Id,
+        user_id: Id,
+        tip_id: Id,
+        reaction: Reaction,
+        prompt_version: PromptVersion,
+        timestamp: AwareDatetime,
+    ) -> FeedbackResponse:
+        """A user's reaction to a shown tip, appended once to the event log."""
+        if event_id in self._recent_feedback:
+            return FeedbackResponse(event_id=event_id, status="duplicate")
+        event = Feedback(
+            event_id=event_id,
+            user_id=user_id,
+            tip_id=tip_id,
+            reaction=reaction,
+            prompt_version=prompt_version,
+            timestamp=timestamp,
+        )
+        self.events.append([event])
+        self._recent_feedback[event_id] = None
+        if len(self._recent_feedback) > RECENT_FEEDBACK:
+            self._recent_feedback.popitem(last=False)
+        return FeedbackResponse(event_id=event_id, status="appended")
+
+    @bentoml.on_shutdown
+    def _stop_shadow(self) -> None:
+        if self.shadow is not None:
+            self.shadow.close()
