@@ -52,6 +52,7 @@ DEGRADED = bentoml.metrics.Counter(
     labelnames=["endpoint"],
 )
 RECENT_FEEDBACK = 100_000
+REMOTE_READ_BUDGET_S = 0.05
 
 
 @bentoml.service(
@@ -66,7 +67,12 @@ class TipService:
         settings = Settings.from_env()
         self.store = open_store(settings)
         self.champion = load_scorer(settings, self.store, CHAMPION)
-        self.reader = OnlineFeatureReader(self.store, self.champion.feature_service)
+        self.reader = OnlineFeatureReader(
+            self.store,
+            self.champion.feature_service,
+            # An embedded SQLite read cannot hang; a network store can, and gets a budget.
+            budget=None if settings.online_store == "sqlite" else REMOTE_READ_BUDGET_S,
+        )
         self.shadow = self._shadow(settings)
         self.events = EventLog(settings.events_dir, writer_id=f"service-{uuid.uuid4().hex[:12]}")
         self._recent_feedback: OrderedDict[str, None] = OrderedDict()

@@ -38,3 +38,21 @@ def test_unreadable_online_store_degrades_to_fallbacks(tmp_path):
     assert read.context == expected.context
     assert read.context["overdue_task_count"] == 1 and read.context["hour_of_day"] == 1
     assert list(read.context) == [f.name for f in CONTEXT_FEATURES]
+
+
+def test_a_dead_redis_degrades_within_the_budget_and_the_breaker_skips_it(tmp_path):
+    import time
+
+    home = tmp_path / "home"
+    apply_definitions(open_store(Settings(home=home)))
+    # Same registry, but the online store is a Redis nobody listens on: redis-py would retry
+    # with backoff for seconds.
+    dead = open_store(Settings(home=home, online_store="redis", redis_url="127.0.0.1:1"))
+    reader = OnlineFeatureReader(dead, tip_scorer_v1.name, cooldown=60, budget=0.05)
+    started = time.perf_counter()
+    first = reader.read("u1", CONTEXT, WORLD_END_TS)
+    second = reader.read("u1", CONTEXT, WORLD_END_TS)
+    elapsed = time.perf_counter() - started
+    assert first.degraded and second.degraded
+    assert elapsed < 1.0, f"two degraded reads took {elapsed:.2f}s"
+    assert second.fallbacks == {f.name: "store_unavailable" for f in PROFILE_FEATURES}
