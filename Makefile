@@ -26,6 +26,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/materialize.py
+	$(BIN)/python bench/score_load.py
+	$(BIN)/python bench/generate_overhead.py
 
 clean:
 	rm -rf $(VENV) feature_repo/data

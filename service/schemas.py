@@ -5,8 +5,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.contract import CONTRACT_PATH
-from service.events import Id, PromptVersion
+from service.events import Id
 
 MAX_CANDIDATES = 100
 
@@ -71,10 +72,11 @@ class GenerateResponse(BaseModel):
     prompt_version: str
     model: str = Field(description="The LLM deployment that wrote the text.")
     latency_ms: float
-    cost_usd: float
+    cost_usd: float | None = Field(description="From the deployment's per-token prices.")
     format_ok: bool
     overlong: bool
-    fallbacks: dict[str, str]
+    fallback_used: bool = Field(description="True when a fallback model wrote the text.")
+    fallbacks: dict[str, str] = Field(description="Features that fell back, as in /score.")
     degraded: bool
 
 
@@ -84,4 +86,4 @@ class FeedbackResponse(BaseModel):
 
 
 CandidateList = Annotated[list[Candidate], Field(min_length=1, max_length=MAX_CANDIDATES)]
-OptionalPromptVersion = PromptVersion | None
+TipCategory = Literal[TIP_CATEGORIES]

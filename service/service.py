@@ -1,38 +1,47 @@
-"""The BentoML service the recommender calls: /score and /feedback (and /generate).
+"""The BentoML service the recommender calls: /score, /generate and /feedback.
 
     bentoml serve service.service:TipService        # 127.0.0.1:3000
 
 Each worker opens its own Feast store and loads `tip-scorer@champion` (and the challenger,
 for shadow scoring, if one exists) at start-up; the FeatureService comes from the champion's
 version tag. /score is a sync endpoint: BentoML runs it on the worker's one thread, so Feast's
-blocking reads never stall the event loop.
+blocking reads never stall the event loop. /generate is async (it waits on an LLM) and reads
+features on a thread for the same reason.
 """
 
+import dataclasses
 import gc
 import logging
 import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime
 
+import anyio
 import bentoml
 import numpy as np
 from pydantic import AwareDatetime
+from starlette.responses import JSONResponse
 
 from service.bentoml_patches import patch_timeout_middleware
 from service.context import RequestContext
 from service.eventlog import EventLog
 from service.events import Feedback, Id, PromptVersion, Reaction
 from service.feast_store import open_store
+from service.gateway import Gateway, GatewayError
 from service.model_names import CHALLENGER, CHAMPION, MODEL_NAME
 from service.model_registry import ModelRejected, load_scorer, registry_client, version_by_alias
 from service.online_features import OnlineFeatureReader
+from service.prompt_context import build_prompt_context
+from service.prompts import UnknownPromptVersion, render, resolve_prompt_version
 from service.schemas import (
     CandidateList,
     FeedbackResponse,
+    GenerateResponse,
     ModelInfo,
     ProfileFeatures,
     ScoredCandidate,
     ScoreResponse,
+    TipCategory,
 )
 from service.scoring import merge_profile, score_candidates
 from service.settings import Settings
@@ -76,7 +85,8 @@ class TipService:
         self.shadow = self._shadow(settings)
         self.events = EventLog(settings.events_dir, writer_id=f"service-{uuid.uuid4().hex[:12]}")
         self._recent_feedback: OrderedDict[str, None] = OrderedDict()
-        self._warm_up()
+        self.gateway = Gateway.from_yaml()
+        resolve_prompt_version(None)  # a bad DEFAULT_PROMPT_VERSION fails start-up, not requests
 
     def _shadow(self, settings: Settings) -> ShadowScorer | None:
         if version_by_alias(registry_client(settings), CHALLENGER) is None:
@@ -88,11 +98,13 @@ class TipService:
             return None
         return ShadowScorer(challenger, self.champion.version, settings.shadow_dir)
 
-    def _warm_up(self) -> None:
-        """One full request path, then freeze what start-up allocated out of the GC's way."""
+    @bentoml.on_startup
+    async def _warm_up(self) -> None:
+        """Every request path once, then freeze what start-up allocated out of the GC's way."""
         context = RequestContext(timestamp=datetime.now(UTC), timezone="UTC")
         read = self.reader.read("warm-up", context, now=context.timestamp)
         score_candidates(self.champion.model, read.profile, read.context, ["focus"])
+        await self.gateway.warm_up()
         gc.collect()
         gc.freeze()
 
@@ -141,6 +153,46 @@ class TipService:
             degraded=read.degraded,
         )
 
+    @bentoml.api(route="/generate")
+    async def generate(
+        self,
+        user_id: Id,
+        context: RequestContext,
+        profile_features: ProfileFeatures | None = None,
+        prompt_version: str | None = None,
+        category: TipCategory | None = None,
+    ) -> GenerateResponse:
+        """Write one tip for a user now, from what the scorer reads about them."""
+        try:
+            version = resolve_prompt_version(prompt_version)
+        except UnknownPromptVersion as exc:
+            return _error(422, "prompt_version", str(exc))
+        request_id = uuid.uuid4().hex
+        read = await anyio.to_thread.run_sync(self.reader.read, user_id, context, datetime.now(UTC))
+        if read.degraded:
+            DEGRADED.labels(endpoint="generate").inc()
+        merged = merge_profile(read, profile_features)
+        facts = dataclasses.replace(read, profile=merged.values, fallbacks=merged.fallbacks)
+        messages = render(version, build_prompt_context(facts, context, category))
+        try:
+            tip = await self.gateway.generate(messages, version)
+        except GatewayError as exc:
+            log.error("generate %s: %s", request_id, exc)
+            return _error(503, None, "no language model answered; try again later")
+        return GenerateResponse(
+            request_id=request_id,
+            text=tip.text,
+            prompt_version=tip.prompt_version,
+            model=tip.model,
+            latency_ms=tip.latency_ms,
+            cost_usd=tip.cost_usd,
+            format_ok=tip.format_ok,
+            overlong=tip.overlong,
+            fallback_used=tip.fallback_used,
+            fallbacks=merged.fallbacks,
+            degraded=read.degraded,
+        )
+
     @bentoml.api(route="/feedback")
     def feedback(
         self,
@@ -172,3 +224,9 @@ class TipService:
     def _stop_shadow(self) -> None:
         if self.shadow is not None:
             self.shadow.close()
+
+
+def _error(status: int, field: str | None, message: str) -> JSONResponse:
+    """An error shaped like BentoML's validation errors: `detail[].loc` names the field."""
+    detail = [{"loc": [field] if field else [], "msg": message}]
+    return JSONResponse({"error": message, "detail": detail}, status_code=status)

@@ -9,8 +9,8 @@ import httpx
 from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.profile_features import PROFILE_FEATURES
 from service.settings import ENV_VARS, Settings
-from tests.serving import BIN, PROJECT_DIR, bentoml_serve
 from tests.test_service import CONTEXT
+from tipml.serving import BIN, PROJECT_DIR, bentoml_serve, free_port
 
 BODY = {
     "user_id": "u000005",
@@ -28,21 +28,33 @@ def test_bentoml_serve_answers_scores_errors_and_its_own_endpoints(served_home, 
         assert httpx.get(f"{url}/livez").status_code == 200
         assert "bentoml_service_request_total" in httpx.get(f"{url}/metrics").text
         spec = httpx.get(f"{url}/docs.json").json()
-        assert {"/score", "/feedback"} <= set(spec["paths"])
+        assert {"/score", "/generate", "/feedback"} <= set(spec["paths"])
 
 
-def test_an_unreadable_online_store_degrades_to_fallbacks(served_home, tmp_path):
+def test_a_lost_store_and_a_dead_llm_still_get_answers(served_home, tmp_path):
     broken = Settings(home=tmp_path / "broken")
     shutil.copytree(served_home.data_dir, broken.data_dir)
     online = broken.data_dir / "online_store.db"
     online.unlink()
     online.mkdir()  # what a lost disk looks like to SQLite: it cannot open the file
-    env = {ENV_VARS["mlflow_tracking_uri"]: served_home.tracking_uri}
+    env = {
+        ENV_VARS["mlflow_tracking_uri"]: served_home.tracking_uri,
+        # The primary LLM is an OpenAI-compatible server nobody runs: rules must answer.
+        "TIPML_LLM_MODEL": "openai-compatible",
+        "TIPML_OPENAI_MODEL": "openai/tip-writer",
+        "TIPML_OPENAI_API_BASE": f"http://127.0.0.1:{free_port()}/v1",
+        "TIPML_OPENAI_API_KEY": "unused",
+    }
     with bentoml_serve(broken, tmp_path / "serve.log", **env) as url:
-        body = httpx.post(f"{url}/score", json=BODY, timeout=10).json()
-    assert body["degraded"] is True
-    assert body["fallbacks"] == {f.name: "store_unavailable" for f in PROFILE_FEATURES}
-    assert len(body["candidates"]) == 8
+        scored = httpx.post(f"{url}/score", json=BODY, timeout=10).json()
+        written = httpx.post(
+            f"{url}/generate", json={"user_id": "u000005", "context": CONTEXT}, timeout=30
+        ).json()
+    assert scored["degraded"] is True
+    assert scored["fallbacks"] == {f.name: "store_unavailable" for f in PROFILE_FEATURES}
+    assert len(scored["candidates"]) == 8
+    assert written["degraded"] is True and written["fallback_used"] is True
+    assert written["model"] == "rules/tips-v1" and written["format_ok"]
 
 
 def test_bentoml_build_packages_the_service(tmp_path):

@@ -1,4 +1,4 @@
-"""Run `bentoml serve` as a user would, for tests that need the real server."""
+"""Run `bentoml serve` as a user would: for the demo and for tests of the real server."""
 
 import contextlib
 import os
@@ -15,6 +15,7 @@ from service.settings import ENV_VARS, Settings
 
 BIN = Path(sys.executable).parent
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+SERVICE = "service.service:TipService"
 
 
 def free_port() -> int:
@@ -30,7 +31,7 @@ def bentoml_serve(home: Settings, log_path: Path, **env: str) -> Iterator[str]:
     environment = os.environ | {ENV_VARS["home"]: str(home.home)} | env
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", "service.service:TipService", "--port", str(port)],
+            [str(BIN / "bentoml"), "serve", SERVICE, "--port", str(port)],
             cwd=PROJECT_DIR,
             env=environment,
             stdout=log,

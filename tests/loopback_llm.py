@@ -1,0 +1,139 @@
+"""A real HTTP server on 127.0.0.1 that speaks OpenAI chat completions and Ollama's /api/chat.
+
+Each behaviour has its own path prefix, so one server plays every provider a test needs:
+
+  /ok/v1/chat/completions     a good tip, with token usage
+  /error/v1/chat/completions  HTTP 500
+  /slow/v1/chat/completions   a good tip after `slow_s` seconds
+  /bad/v1/chat/completions    an overlong tip with a preamble
+  /ollama/api/chat            Ollama's non-streaming chat answer
+
+Every request is recorded with its parsed JSON body.
+"""
+
+import json
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+GOOD_TIP = "Block 25 minutes for your most urgent task and silence notifications until it's done."
+BAD_TIP = "Here's a tip: " + "plan your day carefully and " * 10 + "you will do great."
+PROMPT_TOKENS, COMPLETION_TOKENS = 42, 17
+
+
+@dataclass(frozen=True)
+class Recorded:
+    path: str
+    body: dict[str, Any]
+
+
+def _openai_answer(model: str, content: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-loopback",
+        "object": "chat.completion",
+        "created": 1_790_000_000,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": COMPLETION_TOKENS,
+            "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+        },
+    }
+
+
+def _ollama_answer(model: str, content: str) -> dict[str, Any]:
+    return {
+        "model": model,
+        "created_at": "2026-11-20T00:00:00Z",
+        "message": {"role": "assistant", "content": content},
+        "done": True,
+        "done_reason": "stop",
+        "prompt_eval_count": PROMPT_TOKENS,
+        "eval_count": COMPLETION_TOKENS,
+    }
+
+
+class LoopbackLLM:
+    def __init__(self, slow_s: float = 5.0) -> None:
+        self.slow_s = slow_s
+        self.requests: list[Recorded] = []
+        self._release = threading.Event()  # ends slow answers early at shutdown
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def api_base(self, behaviour: str) -> str:
+        """The api_base a LiteLLM deployment uses to get `behaviour`."""
+        suffix = "" if behaviour == "ollama" else "/v1"
+        return f"http://127.0.0.1:{self.port}/{behaviour}{suffix}"
+
+    def requests_to(self, behaviour: str) -> list[Recorded]:
+        return [r for r in self.requests if r.path.startswith(f"/{behaviour}/")]
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes: with Nagle's algorithm on, each
+            # answer waits for the client's delayed ACK (~40 ms) and latencies measure that.
+            disable_nagle_algorithm = True
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet: tests read `requests` instead."""
+
+            def _reply(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                server.requests.append(Recorded(self.path, body))
+                model = body.get("model", "")
+                behaviour = self.path.split("/")[1]
+                try:
+                    if behaviour == "ollama" and self.path.endswith("/api/chat"):
+                        self._reply(200, _ollama_answer(model, GOOD_TIP))
+                    elif not self.path.endswith("/chat/completions"):
+                        self._reply(404, {"error": {"message": f"no route {self.path}"}})
+                    elif behaviour == "ok":
+                        self._reply(200, _openai_answer(model, GOOD_TIP))
+                    elif behaviour == "bad":
+                        self._reply(200, _openai_answer(model, BAD_TIP))
+                    elif behaviour == "slow":
+                        server._release.wait(server.slow_s)
+                        self._reply(200, _openai_answer(model, GOOD_TIP))
+                    else:
+                        self._reply(500, {"error": {"message": "loopback failure"}})
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting, as a timing-out client does
+
+        return Handler
