@@ -270,6 +270,38 @@ def demo(
     console.print(f"at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
     print_training(result.trained)
     console.print(f"promote: {result.promoted.outcome}: {result.promoted.reason}", markup=False)
-    if result.champion_card:
-        console.print("\nchampion model card (summary):", markup=False)
-        console.print(result.champion_card.summary(), markup=False)
+    if result.champion_card is None:
+        console.print("no champion: the service needs one, so the demo stops here")
+        return
+    console.print("\nchampion model card (summary):", markup=False)
+    console.print(result.champion_card.summary(), markup=False)
+    service_demo(settings_of(ctx))
+
+
+def service_demo(settings: Settings) -> None:
+    """Start `bentoml serve`, send one /score and one /generate, print both, stop it."""
+    import httpx
+
+    from flows.show_online import latest_contexts
+    from service.eventlog import EventLog
+    from tipml.serving import bentoml_serve
+
+    user_id = "u000001"
+    logged = latest_contexts(EventLog(settings.events_dir), {user_id}).get(user_id)
+    context = {"timestamp": datetime.now(UTC).isoformat(), "timezone": "UTC", "tasks": []}
+    if logged is not None:
+        context |= logged.model_dump(mode="json", include={"timezone", "tasks"})
+    candidates = [
+        {"tip_id": f"tip-{category}", "category": category}
+        for category in ("focus", "planning", "wellbeing", "review")
+    ]
+    console.print("\nstarting bentoml serve service.service:TipService ...")
+    with bentoml_serve(settings, settings.data_dir / "demo-serve.log") as url:
+        for path, body in (
+            ("/score", {"user_id": user_id, "candidates": candidates, "context": context}),
+            ("/generate", {"user_id": user_id, "context": context}),
+        ):
+            response = httpx.post(f"{url}{path}", json=body, timeout=30)
+            console.print(f"POST {path} -> {response.status_code}")
+            console.print_json(response.text)
+    console.print("service stopped")
