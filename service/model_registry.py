@@ -14,6 +14,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from service.fast_predict import AcceptProbability, accept_probability
+from service.model_inputs import MODEL_FEATURES
 from service.model_names import CHAMPION, FEATURE_SERVICE_TAG, MODEL_NAME
 from service.settings import Settings
 
@@ -27,6 +29,7 @@ class LoadedScorer:
     model: object  # a fitted scikit-learn classifier with predict_proba
     version: str
     feature_service: str
+    accept_probability: AcceptProbability  # the model's P(accept), fast where exact
 
 
 def registry_client(settings: Settings) -> MlflowClient:
@@ -66,4 +69,9 @@ def load_scorer(settings: Settings, store: FeatureStore, alias: str = CHAMPION) 
     feature_service = check_servable(version, store)
     # By number, not alias: the alias may move between the check and the load.
     model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version.version}")
-    return LoadedScorer(model=model, version=str(version.version), feature_service=feature_service)
+    return LoadedScorer(
+        model=model,
+        version=str(version.version),
+        feature_service=feature_service,
+        accept_probability=accept_probability(model, MODEL_FEATURES),
+    )

@@ -1,4 +1,4 @@
-"""Scoring candidates for one request: merge profile sources, then one model call.
+"""Scoring candidates for one request: merge profile sources, then the model rows.
 
 Store values win over values the recommender sent; the recommender's fill in only where the
 store had none (missing, stale, or unreadable). Where both exist and disagree, that is live
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel
 
 from service.model_inputs import model_frame
@@ -42,14 +43,11 @@ def merge_profile(read: FeatureRead, supplied: BaseModel | None) -> MergedProfil
     return MergedProfile(values=values, fallbacks=fallbacks, skewed=tuple(skewed))
 
 
-def score_candidates(
-    model: object, profile: dict, context: dict, categories: Sequence[str]
-) -> np.ndarray:
-    """P(accept) for each candidate category, for one user and one request context."""
+def candidate_frame(profile: dict, context: dict, categories: Sequence[str]) -> pd.DataFrame:
+    """The model rows of one user's candidates in one request context."""
     rows = len(categories)
-    frame = model_frame(
+    return model_frame(
         {name: np.full(rows, value) for name, value in profile.items()},
         {name: np.full(rows, value) for name, value in context.items()},
         np.asarray(categories),
     )
-    return model.predict_proba(frame)[:, 1]

@@ -9,6 +9,13 @@ blocking reads never stall the event loop. /generate is async (it waits on an LL
 features on a thread for the same reason.
 """
 
+import os
+
+# scikit-learn's tree models predict through OpenMP; a thread team per call, competing with
+# the request threads for the cores, made latency depend on what else ran on the machine.
+# The variable is read when scikit-learn first loads, which happens below, not before.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import dataclasses
 import gc
 import logging
@@ -43,7 +50,7 @@ from service.schemas import (
     ScoreResponse,
     TipCategory,
 )
-from service.scoring import merge_profile, score_candidates
+from service.scoring import candidate_frame, merge_profile
 from service.settings import Settings
 from service.shadow import ShadowScorer
 
@@ -61,15 +68,34 @@ DEGRADED = bentoml.metrics.Counter(
     labelnames=["endpoint"],
 )
 RECENT_FEEDBACK = 100_000
+WORKERS_ENV = "TIPML_SERVICE_WORKERS"
+
+
+def _workers(value: str) -> int | str:
+    """A worker count, or "cpu_count" for one per core."""
+    if value == "cpu_count":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f'{WORKERS_ENV} must be a positive integer or "cpu_count", not {value!r}')
+    return int(value)
+
+
 REMOTE_READ_BUDGET_S = 0.05
 
 
 @bentoml.service(
     name="tipml",
+    # One process per worker, each with its own Feast store and models. More than one pays
+    # off with a free core per worker (bench/score_load.py: 2 workers on 2 cores doubled
+    # /score throughput at 8 in flight).
+    workers=_workers(os.environ.get(WORKERS_ENV, "1")),
     http={"host": "127.0.0.1", "port": 3000},
     traffic={"timeout": 30},
-    # The per-request access log costs tail latency; metrics and traces stay on.
+    # The per-request access log costs tail latency; metrics stay on.
     logging={"access": {"enabled": False}},
+    # BentoML opens five OpenTelemetry spans per request, ~0.5 ms of /score's few; with no
+    # exporter configured they go nowhere. Remove /score here when traces are collected.
+    tracing={"excluded_urls": ["/score"]},
 )
 class TipService:
     def __init__(self) -> None:
@@ -103,7 +129,7 @@ class TipService:
         """Every request path once, then freeze what start-up allocated out of the GC's way."""
         context = RequestContext(timestamp=datetime.now(UTC), timezone="UTC")
         read = self.reader.read("warm-up", context, now=context.timestamp)
-        score_candidates(self.champion.model, read.profile, read.context, ["focus"])
+        self.champion.accept_probability(candidate_frame(read.profile, read.context, ["focus"]))
         await self.gateway.warm_up()
         gc.collect()
         gc.freeze()
@@ -124,18 +150,10 @@ class TipService:
         merged = merge_profile(read, profile_features)
         for feature in merged.skewed:
             LIVE_SKEW.labels(feature=feature).inc()
-        categories = [c.category for c in candidates]
-        scores = score_candidates(self.champion.model, merged.values, read.context, categories)
+        rows = candidate_frame(merged.values, read.context, [c.category for c in candidates])
+        scores = self.champion.accept_probability(rows)
         if self.shadow is not None:
-            self.shadow.submit(
-                request_id,
-                user_id,
-                [c.tip_id for c in candidates],
-                categories,
-                merged.values,
-                read.context,
-                scores,
-            )
+            self.shadow.submit(request_id, user_id, [c.tip_id for c in candidates], rows, scores)
         order = np.argsort(-scores, kind="stable")
         return ScoreResponse(
             request_id=request_id,

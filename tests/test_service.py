@@ -17,7 +17,7 @@ from service.eventlog import EventLog
 from service.feast_store import open_store
 from service.model_registry import load_scorer, registry_client, version_by_alias
 from service.online_features import OnlineFeatureReader
-from service.scoring import score_candidates
+from service.scoring import candidate_frame
 from service.settings import ENV_VARS, Settings
 
 NOW = datetime.now(UTC)
@@ -70,9 +70,10 @@ def test_scores_every_candidate_best_first_as_the_champion_would(client, served_
     read = OnlineFeatureReader(store, champion.feature_service).read(
         "u000003", RequestContext.model_validate(CONTEXT), now=datetime.now(UTC)
     )
-    expected = score_candidates(
-        champion.model, read.profile, read.context, [c["category"] for c in CANDIDATES]
-    )
+    categories = [c["category"] for c in CANDIDATES]
+    expected = champion.model.predict_proba(
+        candidate_frame(read.profile, read.context, categories)
+    )[:, 1]
     by_tip = {c["tip_id"]: c["score"] for c in body["candidates"]}
     assert np.allclose([by_tip[c["tip_id"]] for c in CANDIDATES], expected, rtol=1e-12)
 
