@@ -42,7 +42,9 @@ class TrainParams(BaseModel):
     as_of: UtcDatetime | None = Field(
         default=None, description="Train on what was known at this time (default: now)."
     )
-    validation_days: int = Field(default=7, ge=1, le=60)
+    validation_days: int = Field(
+        default=7, ge=1, le=60, description="Whole UTC days before as_of's day that validate."
+    )
     min_rows: int = Field(default=1000, ge=10, description="Per split, or the run fails.")
     feature_service: str = Field(default=tip_scorer_v1.name, min_length=1)
 
@@ -54,6 +56,16 @@ class TrainReport(BaseModel):
     build_seconds: float
     fit_seconds: float  # all candidates
     train_rows: int
+
+
+def validation_start(as_of: datetime, validation_days: int) -> datetime:
+    """Where validation begins: a UTC midnight, so the split depends on as_of's day only.
+
+    Train on earlier days, validate on later ones; the hour a run happens to start at must
+    not move rows between the two sides and so change the metrics the gates compare.
+    """
+    midnight = as_of.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight - timedelta(days=validation_days)
 
 
 class NotEnoughData(RuntimeError):
@@ -86,7 +98,7 @@ def training(params: TrainParams | None = None, settings: Settings | None = None
     started = time.perf_counter()
     rows = build(settings, params, as_of)
     build_seconds = time.perf_counter() - started
-    split = as_of - timedelta(days=params.validation_days)
+    split = validation_start(as_of, params.validation_days)
     train, valid = rows[rows.event_timestamp < split], rows[rows.event_timestamp >= split]
     for name, part in (("training", train), ("validation", valid)):
         if len(part) < params.min_rows or part.accepted.nunique() < 2:

@@ -15,7 +15,7 @@ from flows.features import FeaturesParams, features
 from flows.promote import promote
 from flows.registration import CARD_MARKDOWN, read_card
 from flows.simulate import SimulateParams, simulate
-from flows.training import NotEnoughData, TrainParams, training
+from flows.training import NotEnoughData, TrainParams, training, validation_start
 from service.feast_store import open_store
 from service.model_inputs import model_frame
 from service.model_names import CHALLENGER, CHAMPION, FEATURE_SERVICE_TAG, MODEL_NAME
@@ -37,13 +37,26 @@ def world(tmp_path_factory, prefect_server) -> Settings:
     return settings
 
 
+def test_the_validation_split_depends_on_the_day_not_the_hour():
+    morning, night = WORLD_END_TS + timedelta(hours=1), WORLD_END_TS + timedelta(hours=23)
+    assert (
+        validation_start(morning, 7)
+        == validation_start(night, 7)
+        == WORLD_END_TS - timedelta(days=7)
+    )
+    assert validation_start(WORLD_END_TS - timedelta(seconds=1), 7) == WORLD_END_TS - timedelta(
+        days=8
+    )
+
+
 def test_train_promote_then_a_reasoned_second_decision(world):
     report = training(TRAIN, world)
     client = registry_client(world)
     challenger = version_by_alias(client, CHALLENGER)
     assert str(challenger.version) == report.version
     assert challenger.tags[FEATURE_SERVICE_TAG] == tip_scorer_v1.name
-    assert challenger.tags["training_window_end"] == (AS_OF - timedelta(days=7)).isoformat()
+    # Validation is the 7 whole UTC days before as_of's day, whatever the hour of as_of.
+    assert challenger.tags["training_window_end"] == (WORLD_END_TS - timedelta(days=7)).isoformat()
 
     card = read_card(client, challenger)
     assert card.metrics.oracle_auc and card.metrics.auc_to_oracle > 0.8
