@@ -22,7 +22,7 @@ UNKNOWN_USER = "new-user"
 class DemoParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    users: int = Field(default=300, ge=4, le=100_000)
+    users: int = Field(default=500, ge=4, le=100_000)
     days: int = Field(default=35, ge=2, le=366)
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
 

@@ -251,7 +251,7 @@ def card(
 @app.command()
 def demo(
     ctx: typer.Context,
-    users: Annotated[int, typer.Option(help="Simulated users.")] = 300,
+    users: Annotated[int, typer.Option(help="Simulated users.")] = 500,
     days: Annotated[int, typer.Option(help="Days of history.")] = 35,
     seed: Annotated[int, typer.Option(help="World seed.")] = 42,
 ) -> None:
