@@ -8,11 +8,8 @@ writes one tip that meets the output contract. Same messages, same tip.
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
-import litellm
-from litellm import CustomLLM, ModelResponse
-
+from service.offline_llm import Messages, last_user_text, register_provider
 from service.prompt_context import PromptFacts, parse_facts
 
 log = logging.getLogger(__name__)
@@ -148,52 +145,14 @@ def write_tip(facts: PromptFacts | None) -> str:
     return _WRITERS[_category(facts)](facts)
 
 
-def _last_user_text(messages: list[dict[str, Any]]) -> str:
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            content = message.get("content")
-            return content if isinstance(content, str) else ""
-    return ""
-
-
-class RulesLLM(CustomLLM):
-    """`rules/<anything>` in LiteLLM: a tip from the facts of the last user message."""
-
-    def _answer(
-        self, model: str, messages: list[dict[str, Any]], model_response: ModelResponse
-    ) -> ModelResponse:
-        facts = parse_facts(_last_user_text(messages))
-        if facts is None:
-            log.warning("rules provider: the last user message has no readable facts block")
-        model_response.choices[0].message.content = write_tip(facts)
-        model_response.model = model
-        return model_response
-
-    def completion(
-        self,
-        *,
-        model: str,
-        messages: list[dict[str, Any]],
-        model_response: ModelResponse,
-        **_: object,
-    ) -> ModelResponse:
-        return self._answer(model, messages, model_response)
-
-    async def acompletion(
-        self,
-        *,
-        model: str,
-        messages: list[dict[str, Any]],
-        model_response: ModelResponse,
-        **_: object,
-    ) -> ModelResponse:
-        return self._answer(model, messages, model_response)
+def answer(messages: Messages) -> str:
+    """The rules provider's reply: a tip from the facts of the last user message."""
+    facts = parse_facts(last_user_text(messages))
+    if facts is None:
+        log.warning("rules provider: the last user message has no readable facts block")
+    return write_tip(facts)
 
 
 def register_rules_provider() -> None:
-    """Route `rules/...` models to RulesLLM in this process; calling it again changes nothing."""
-    if all(item["provider"] != RULES_PROVIDER for item in litellm.custom_provider_map):
-        litellm.custom_provider_map = [
-            *litellm.custom_provider_map,
-            {"provider": RULES_PROVIDER, "custom_handler": RulesLLM()},
-        ]
+    """Route `rules/...` models to the rules writer in this process; idempotent."""
+    register_provider(RULES_PROVIDER, answer)
