@@ -36,11 +36,11 @@ SKOPS_TRUSTED_TYPES = [
 ]
 
 
-def experiment_id(client: MlflowClient, settings: Settings) -> str:
-    existing = client.get_experiment_by_name(EXPERIMENT)
+def experiment_id(client: MlflowClient, settings: Settings, name: str = EXPERIMENT) -> str:
+    existing = client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    return client.create_experiment(EXPERIMENT, artifact_location=settings.artifact_location)
+    return client.create_experiment(name, artifact_location=settings.artifact_location)
 
 
 def log_scorer(model: object, example: pd.DataFrame, validation_rows: pd.DataFrame) -> ModelVersion:

@@ -61,3 +61,8 @@ class Settings(BaseModel):
     def world_dir(self) -> Path:
         """Simulator ground truth (personas, true preferences): never read by serving."""
         return self.data_dir / "world"
+
+    @property
+    def bench_dir(self) -> Path:
+        """The tip benchmark's ledger, judge files and reports (benchmark/)."""
+        return self.data_dir / "bench"

@@ -7,6 +7,10 @@ Each behaviour has its own path prefix, so one server plays every provider a tes
   /slow/v1/chat/completions   a good tip after `slow_s` seconds
   /bad/v1/chat/completions    an overlong tip with a preamble
   /ollama/api/chat            Ollama's non-streaming chat answer
+  /ollama-slow/api/chat       the same after `slow_s` seconds
+  /judge/api/chat             Ollama answering as a judge: JUDGE_SCORES as JSON
+  /garbled/api/chat           Ollama answering a judge with prose, not JSON
+  /<any ollama>/api/show      Ollama's model details: parameter_size from OLLAMA_SIZES, or 404
 
 Every request is recorded with its parsed JSON body.
 """
@@ -20,6 +24,11 @@ from typing import Any, Self
 GOOD_TIP = "Block 25 minutes for your most urgent task and silence notifications until it's done."
 BAD_TIP = "Here's a tip: " + "plan your day carefully and " * 10 + "you will do great."
 PROMPT_TOKENS, COMPLETION_TOKENS = 42, 17
+JUDGE_SCORES = {"relevance": 4, "actionability": 3, "tone": 5, "rationale": "fits the evening"}
+GARBLED = "I would give this tip a solid four out of five overall."
+# What /api/show reports per model; any other model is unknown to this "Ollama" (404).
+OLLAMA_SIZES = {"llama3.2:3b": "3.2B", "qwen2.5:3b": "3.1B", "qwen2.5:7b": "7.6B"}
+OLLAMA_BEHAVIOURS = ("ollama", "ollama-slow", "judge", "garbled")
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ class LoopbackLLM:
 
     def api_base(self, behaviour: str) -> str:
         """The api_base a LiteLLM deployment uses to get `behaviour`."""
-        suffix = "" if behaviour == "ollama" else "/v1"
+        suffix = "" if behaviour in OLLAMA_BEHAVIOURS else "/v1"
         return f"http://127.0.0.1:{self.port}/{behaviour}{suffix}"
 
     def requests_to(self, behaviour: str) -> list[Recorded]:
@@ -113,6 +122,13 @@ class LoopbackLLM:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _show(self, model: str) -> None:
+                if model not in OLLAMA_SIZES:
+                    self._reply(404, {"error": f"model '{model}' not found"})
+                    return
+                details = {"family": model.split(":")[0], "parameter_size": OLLAMA_SIZES[model]}
+                self._reply(200, {"details": details, "model_info": {}})
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
@@ -120,8 +136,16 @@ class LoopbackLLM:
                 model = body.get("model", "")
                 behaviour = self.path.split("/")[1]
                 try:
-                    if behaviour == "ollama" and self.path.endswith("/api/chat"):
-                        self._reply(200, _ollama_answer(model, GOOD_TIP))
+                    if behaviour in OLLAMA_BEHAVIOURS and self.path.endswith("/api/show"):
+                        self._show(model)
+                    elif behaviour in OLLAMA_BEHAVIOURS and self.path.endswith("/api/chat"):
+                        if behaviour == "ollama-slow":
+                            server._release.wait(server.slow_s)
+                        content = {
+                            "judge": json.dumps(JUDGE_SCORES),
+                            "garbled": GARBLED,
+                        }.get(behaviour, GOOD_TIP)
+                        self._reply(200, _ollama_answer(model, content))
                     elif not self.path.endswith("/chat/completions"):
                         self._reply(404, {"error": {"message": f"no route {self.path}"}})
                     elif behaviour == "ok":

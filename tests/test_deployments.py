@@ -30,6 +30,7 @@ def next_runs(cron: str, timezone: str, count: int) -> list:
         ("features-hourly", "features", timedelta(hours=1)),
         ("training-daily", "training", timedelta(days=1)),
         ("promote-daily", "promote", timedelta(days=1)),
+        ("benchmark-weekly", "benchmark", timedelta(weeks=1)),
     ],
 )
 def test_each_deployment_runs_its_flow_on_its_cadence_in_utc(name, flow, every):
@@ -109,7 +110,12 @@ def test_prefect_deploy_all_registers_every_schedule_on_a_real_server(tmp_path):
             for d in deployments_from_yaml()
         }
         assert registered == expected
-        assert set(expected) == {"features-hourly", "training-daily", "promote-daily"}
+        assert set(expected) == {
+            "features-hourly",
+            "training-daily",
+            "promote-daily",
+            "benchmark-weekly",
+        }
     finally:
         server.terminate()
         server.wait(timeout=60)

@@ -7,46 +7,20 @@ a bad argument names itself and writes nothing.
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated
 
 import typer
-from pydantic import BaseModel, ValidationError
-from rich.console import Console
 from rich.table import Table
 
 from service.model_names import Alias
 from service.settings import ENV_VARS, Settings
+from tipml.bench_cli import bench_app
+from tipml.cli_support import console, fail, settings_of, validated
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 features_app = typer.Typer(no_args_is_help=True, help="Compute, inspect and export features.")
 app.add_typer(features_app, name="features")
-
-console = Console()
-err = Console(stderr=True)
-Model = TypeVar("Model", bound=BaseModel)
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def validated(model: type[Model], **values: Any) -> Model:
-    """Build `model` from CLI values, or exit naming every bad option."""
-    try:
-        return model.model_validate({k: v for k, v in values.items() if v is not None})
-    except ValidationError as exc:
-        fail("; ".join(_describe(e["loc"]) + f": {e['msg']}" for e in exc.errors()))
-
-
-def _describe(loc: tuple) -> str:
-    """('user_ids', 0) -> '--user-ids[0]': the option as typed, then the item."""
-    name = f"--{str(loc[0]).replace('_', '-')}" if loc else "input"
-    return name + "".join(f"[{part}]" for part in loc[1:])
-
-
-def settings_of(ctx: typer.Context) -> Settings:
-    return ctx.obj
+app.add_typer(bench_app, name="bench")
 
 
 @app.callback()

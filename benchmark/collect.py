@@ -1,0 +1,303 @@
+"""Phase A, collect: every (model, prompt version, scenario, sample) cell answered once.
+
+Model-major: all cells of one model run (up to `concurrency` at a time) before the next model
+is called, so a local server holds one model at a time; Ollama models are sent keep_alive=0.
+Every model passes the size guard before the first call of the run. Each answer is cached by
+(model, params, prompt hash, scenario content, sample), so a rerun, or the same grid in another
+benchmark, calls no model. Each cell becomes one MLflow run (tags, prompt, candidate and raw
+response as artifacts, latency, tokens, cost) and then one ledger row; a crash between the
+two leaves a run no cell points to, which the next collect deletes before it starts, so a
+resumed collect has no duplicate cells.
+"""
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from rich.progress import Progress
+
+from benchmark.models import ModelClient, ModelsConfig, check_size, model_size
+from benchmark.scenarios import DEFAULT_SCENARIO_SET, Scenario, load_scenario_set
+from benchmark.store import BenchStore, Cell
+from flows.registration import experiment_id
+from service.model_registry import registry_client
+from service.prompts import PROMPTS, check_output, prompt_hash, render
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BENCHMARK = "tip-benchmark"
+CELL_TAG = "cell_id"
+
+
+class CollectParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: tuple[str, ...] = Field(min_length=1, description="model names in models.yaml")
+    prompts: tuple[str, ...] = Field(default=tuple(PROMPTS), min_length=1)
+    scenario_set: str = DEFAULT_SCENARIO_SET
+    scenarios: tuple[str, ...] = Field(default=(), description="ids in the set; empty = all")
+    samples: int = Field(default=1, ge=1, le=20, description="answers per cell")
+    concurrency: int = Field(default=4, ge=1, le=32, description="calls in flight per model")
+    timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    allow_unknown_size: bool = False
+    benchmark: str = Field(default=DEFAULT_BENCHMARK, pattern=r"^[A-Za-z0-9][\w.-]{0,99}$")
+
+    @field_validator("prompts")
+    @classmethod
+    def _known_prompts(cls, prompts: tuple[str, ...]) -> tuple[str, ...]:
+        if unknown := sorted(set(prompts) - set(PROMPTS)):
+            raise ValueError(f"unknown prompt version(s) {unknown}; known: {', '.join(PROMPTS)}")
+        return prompts
+
+    @field_validator("models", "prompts", "scenarios")
+    @classmethod
+    def _no_repeats(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(names)) != len(names):
+            raise ValueError("each name may appear once")
+        return names
+
+
+class CollectReport(BaseModel):
+    benchmark: str
+    scenario_set: str
+    scenario_set_hash: str
+    cells: int = Field(description="cells in the grid")
+    collected: int = Field(description="cells added by this run")
+    already: int = Field(description="cells a previous run had collected")
+    llm_calls: int
+    cache_hits: int
+    orphans_deleted: int = Field(description="MLflow runs of an interrupted collect")
+    failed: dict[str, str] = Field(description="cell -> error, for cells still missing")
+
+
+class _Slot(BaseModel):
+    """One cell of the grid, before it is answered."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    prompt_version: str
+    scenario: Scenario
+    sample: int
+
+    def label(self) -> str:
+        return f"{self.model}|{self.prompt_version}|{self.scenario.id}#{self.sample}"
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cell_id(benchmark: str, set_hash: str, slot: _Slot) -> str:
+    return _digest(
+        benchmark, set_hash, slot.model, slot.prompt_version, slot.scenario.id, slot.sample
+    )
+
+
+def cache_key(client: ModelClient, slot: _Slot) -> str:
+    return _digest(
+        client.litellm_model,
+        client.cache_params(),
+        prompt_hash(slot.prompt_version),
+        slot.scenario.model_dump(mode="json"),
+        slot.sample,
+    )
+
+
+def delete_orphan_runs(mlflow: MlflowClient, experiment: str, store: BenchStore) -> int:
+    """Delete this benchmark's cell runs that no ledger row points to (an interrupted collect)."""
+    known = store.run_ids()
+    orphans = [
+        run.info.run_id
+        for run in mlflow.search_runs(
+            [experiment], filter_string=f"tags.{CELL_TAG} != ''", max_results=50_000
+        )
+        if run.info.run_id not in known
+    ]
+    for run_id in orphans:
+        mlflow.delete_run(run_id)
+    return len(orphans)
+
+
+class Collector:
+    def __init__(
+        self,
+        params: CollectParams,
+        settings: Settings,
+        config: ModelsConfig,
+    ) -> None:
+        self.params = params
+        self.settings = settings
+        self.config = config
+        self.scenario_set = load_scenario_set(params.scenario_set)
+        self.scenarios = self.scenario_set.select(list(params.scenarios))
+        self.clients = {
+            name: ModelClient(config.deployment(name), config.env_defaults, params.timeout_s)
+            for name in params.models
+        }
+        self.store = BenchStore(settings.bench_dir / "bench.db")
+        self.mlflow = registry_client(settings)
+        self.calls = self.hits = 0
+
+    def check_sizes(self) -> None:
+        """Refuse the whole run, before any call, if one model is too big or of unknown size."""
+        for name, client in self.clients.items():
+            size = model_size(client.deployment, client.params)
+            check_size(name, size, self.params.allow_unknown_size)
+            log.info("%s: %s parameters (%s)", name, size.billions, size.detail)
+
+    def grid(self, model: str) -> list[_Slot]:
+        return [
+            _Slot(model=model, prompt_version=version, scenario=scenario, sample=sample)
+            for version in self.params.prompts
+            for scenario in self.scenarios
+            for sample in range(self.params.samples)
+        ]
+
+    async def _answer(self, client: ModelClient, slot: _Slot, messages: list[dict]) -> dict:
+        key = cache_key(client, slot)
+        if (cached := self.store.cached(key)) is not None:
+            self.hits += 1
+            return cached | {"from_cache": True}
+        self.calls += 1
+        answer = await client.complete(messages)
+        record = answer.model_dump()
+        self.store.cache(key, client.litellm_model, record)
+        return record | {"from_cache": False}
+
+    def _record(
+        self, experiment: str, slot: _Slot, cid: str, messages: list[dict], answer: dict
+    ) -> None:
+        client = self.clients[slot.model]
+        check = check_output(answer["text"])
+        tags = {
+            CELL_TAG: cid,
+            "benchmark": self.params.benchmark,
+            "model": slot.model,
+            "litellm_model": client.litellm_model,
+            "prompt_version": slot.prompt_version,
+            "prompt_hash": prompt_hash(slot.prompt_version),
+            "scenario": slot.scenario.id,
+            "persona": slot.scenario.persona,
+            "scenario_set": self.scenario_set.id,
+            "scenario_set_hash": self.scenario_set.content_hash,
+            "sample": str(slot.sample),
+            "judge_pending": "true",
+            "from_cache": str(answer["from_cache"]).lower(),
+        }
+        run = self.mlflow.create_run(experiment, run_name=slot.label(), tags=tags)
+        run_id = run.info.run_id
+        metrics = {
+            "latency_ms": answer["latency_ms"],
+            "format_ok": float(check.format_ok),
+            "overlong": float(check.overlong),
+            "chars": float(len(check.text)),
+        }
+        for name in ("prompt_tokens", "completion_tokens", "cost_usd"):
+            if answer[name] is not None:
+                metrics[name] = float(answer[name])
+        now = int(time.time() * 1000)
+        self.mlflow.log_batch(
+            run_id,
+            metrics=[Metric(name, value, now, 0) for name, value in metrics.items()],
+            params=[Param(name, str(value)) for name, value in client.cache_params().items()],
+        )
+        self.mlflow.log_dict(run_id, messages, "prompt.json")
+        self.mlflow.log_text(run_id, check.text, "candidate.txt")
+        self.mlflow.log_dict(run_id, answer["raw"], "response.json")
+        self.mlflow.set_terminated(run_id)
+        self.store.add_cell(
+            Cell(
+                cell_id=cid,
+                benchmark=self.params.benchmark,
+                model=slot.model,
+                litellm_model=client.litellm_model,
+                prompt_version=slot.prompt_version,
+                prompt_hash=prompt_hash(slot.prompt_version),
+                scenario_set=self.scenario_set.id,
+                scenario_set_hash=self.scenario_set.content_hash,
+                scenario_id=slot.scenario.id,
+                sample=slot.sample,
+                params=client.cache_params(),
+                text=check.text,
+                format_ok=check.format_ok,
+                overlong=check.overlong,
+                latency_ms=answer["latency_ms"],
+                prompt_tokens=answer["prompt_tokens"],
+                completion_tokens=answer["completion_tokens"],
+                cost_usd=answer["cost_usd"],
+                from_cache=answer["from_cache"],
+                run_id=run_id,
+            )
+        )
+
+    async def _model(
+        self, experiment: str, model: str, done: set[str], failed: dict[str, str], bar: Progress
+    ) -> int:
+        client = self.clients[model]
+        set_hash = self.scenario_set.content_hash
+        grid = self.grid(model)
+        todo = [s for s in grid if cell_id(self.params.benchmark, set_hash, s) not in done]
+        done_here = len(grid) - len(todo)
+        task = bar.add_task(f"{model} ({done_here} collected before)", total=len(todo))
+        gate = asyncio.Semaphore(self.params.concurrency)
+        collected = 0
+
+        async def one(slot: _Slot) -> None:
+            nonlocal collected
+            messages = render(slot.prompt_version, slot.scenario.prompt_context())
+            async with gate:
+                try:
+                    answer = await self._answer(client, slot, messages)
+                except Exception as error:  # a provider failure is a missing cell, reported
+                    failed[slot.label()] = f"{type(error).__name__}: {error}"[:300]
+                    bar.advance(task)
+                    return
+            self._record(
+                experiment, slot, cell_id(self.params.benchmark, set_hash, slot), messages, answer
+            )
+            collected += 1
+            bar.advance(task)
+
+        await asyncio.gather(*(one(slot) for slot in todo))
+        return collected
+
+    async def run(self) -> CollectReport:
+        self.check_sizes()
+        experiment = experiment_id(self.mlflow, self.settings, self.params.benchmark)
+        orphans = delete_orphan_runs(self.mlflow, experiment, self.store)
+        done = self.store.cell_ids()
+        failed: dict[str, str] = {}
+        collected = 0
+        with Progress(transient=False) as bar:
+            for model in self.params.models:
+                collected += await self._model(experiment, model, done, failed, bar)
+        total = sum(len(self.grid(m)) for m in self.params.models)
+        return CollectReport(
+            benchmark=self.params.benchmark,
+            scenario_set=self.scenario_set.id,
+            scenario_set_hash=self.scenario_set.content_hash,
+            cells=total,
+            collected=collected,
+            already=total - collected - len(failed),
+            llm_calls=self.calls,
+            cache_hits=self.hits,
+            orphans_deleted=orphans,
+            failed=failed,
+        )
+
+
+def collect(
+    params: CollectParams, settings: Settings, config: ModelsConfig | None = None
+) -> CollectReport:
+    collector = Collector(params, settings, config or ModelsConfig.from_yaml())
+    try:
+        return asyncio.run(collector.run())
+    finally:
+        collector.store.close()

@@ -1,0 +1,317 @@
+"""Statistics for comparing benchmark cells: intervals, paired tests, rank stability, agreement.
+
+A cell is one (model, prompt_version) evaluated on a fixed set of scenarios, possibly several
+samples per scenario. Items of one scenario are correlated, so the scenario is the resampling
+and permutation unit throughout. Every function is pure: data frames in, frozen models out.
+"""
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+from scipy.stats import kendalltau
+
+# Up to 2**16 sign patterns are enumerated exactly; beyond that the test samples patterns.
+EXACT_MAX_SCENARIOS = 16
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class CellEstimate(_Result):
+    cell: str
+    mean: float
+    low: float
+    high: float
+    n_items: int
+    n_scenarios: int
+
+
+class PairTest(_Result):
+    a: str
+    b: str
+    n_pairs: int
+    n_scenarios: int
+    mean_diff: float | None  # a - b; None when the cells share no item
+    p_value: float
+    p_holm: float
+    significant: bool
+
+
+class RankStability(_Result):
+    base_ranking: list[str]  # best first
+    n_weight_sets: int  # perturbed sets compared with the base
+    kendall_tau_min: float
+    kendall_tau_mean: float
+    top_cell_kept: float
+    rank_range: dict[str, tuple[int, int]]  # cell -> (best, worst) rank, 1 = best
+
+
+class CriterionVariance(_Result):
+    criterion: str
+    n_items: int  # items with at least two repeats
+    mean_within_sd: float
+    share_unstable: float  # items whose repeats were not all equal
+
+
+class JudgeVariance(_Result):
+    criteria: dict[str, CriterionVariance]
+
+
+def _require(frame: pd.DataFrame, columns: Iterable[str]) -> None:
+    missing = sorted(set(columns) - set(frame.columns))
+    if missing:
+        raise ValueError(f"missing columns: {missing}")
+
+
+def bootstrap_ci(
+    scores: pd.DataFrame, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> dict[str, CellEstimate]:
+    """Per-cell mean composite with a scenario-cluster percentile bootstrap interval.
+
+    Each replicate draws the scenarios with replacement once and applies that draw to every
+    cell, so the intervals of different cells share their resampling noise and are comparable.
+    A scenario drawn twice counts twice. With a single scenario every replicate equals the
+    point estimate, so the interval degenerates to it: one cluster carries no information
+    about between-scenario variation. Replicates in which a cell has no item (it lacks some
+    scenarios) are left out of that cell's interval.
+    """
+    _require(scores, ("cell", "scenario", "composite"))
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    cells = sorted(scores["cell"].unique())
+    scenarios = sorted(scores["scenario"].unique())
+    grouped = scores.groupby(["cell", "scenario"])["composite"].agg(["sum", "count"])
+    full = pd.MultiIndex.from_product([cells, scenarios], names=["cell", "scenario"])
+    grouped = grouped.reindex(full, fill_value=0)
+    sums = grouped["sum"].to_numpy(float).reshape(len(cells), len(scenarios))
+    counts = grouped["count"].to_numpy(float).reshape(len(cells), len(scenarios))
+
+    rng = np.random.default_rng(seed)
+    n = len(scenarios)
+    # How often each scenario is drawn per replicate: the same as n indices with replacement.
+    draws = rng.multinomial(n, np.full(n, 1 / n), size=n_boot).astype(float)
+    boot_sums, boot_counts = draws @ sums.T, draws @ counts.T
+    boot_means = np.divide(
+        boot_sums, boot_counts, out=np.full_like(boot_sums, np.nan), where=boot_counts > 0
+    )
+    tail = (1 - level) / 2 * 100
+    lows, highs = np.nanpercentile(boot_means, [tail, 100 - tail], axis=0)
+    return {
+        cell: CellEstimate(
+            cell=cell,
+            mean=float(sums[i].sum() / counts[i].sum()),
+            low=float(lows[i]),
+            high=float(highs[i]),
+            n_items=int(counts[i].sum()),
+            n_scenarios=int(np.count_nonzero(counts[i])),
+        )
+        for i, cell in enumerate(cells)
+    }
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni step-down adjusted p-values, in the input order."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * (len(p) - np.arange(len(p)))
+    adjusted = np.empty_like(p)
+    # The running maximum keeps the adjustment monotone in the raw p-values.
+    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return adjusted.tolist()
+
+
+@cache
+def _all_sign_patterns(k: int) -> np.ndarray:
+    return ((np.arange(2**k)[:, None] >> np.arange(k)) & 1) * 2.0 - 1.0
+
+
+def _sign_flip_p(cluster_sums: np.ndarray, n_perm: int, rng: np.random.Generator) -> float:
+    """Two-sided p-value of the summed difference under per-scenario sign flips.
+
+    The number of pairs is fixed across flips, so comparing sums is comparing mean differences.
+    """
+    k = cluster_sums.size
+    exact = k <= EXACT_MAX_SCENARIOS
+    signs = _all_sign_patterns(k) if exact else rng.choice((-1.0, 1.0), size=(n_perm, k))
+    flipped = np.abs(signs @ cluster_sums)
+    # Summation order differs between the matmul and the plain sum; the tolerance keeps the
+    # observed pattern and its mirror image counted as at least as extreme.
+    tolerance = 1e-9 * np.abs(cluster_sums).sum()
+    extreme = np.count_nonzero(flipped >= abs(cluster_sums.sum()) - tolerance)
+    return extreme / len(signs) if exact else (extreme + 1) / (n_perm + 1)
+
+
+def paired_tests(
+    scores: pd.DataFrame, *, n_perm: int = 10_000, seed: int = 0, alpha: float = 0.05
+) -> list[PairTest]:
+    """Paired sign-flip permutation test for every pair of cells, Holm-corrected.
+
+    Items are paired on (scenario, sample). Signs flip per scenario, not per item, because the
+    items of a scenario are not independent. Pairs sharing no item are reported with
+    p_value = p_holm = 1.0 and are not counted in the Holm family: nothing was tested.
+    """
+    _require(scores, ("cell", "scenario", "sample", "composite"))
+    # pivot refuses a duplicated (cell, scenario, sample), which would make pairing ambiguous.
+    table = scores.pivot(index=["scenario", "sample"], columns="cell", values="composite")
+    scenario_of_row = table.index.get_level_values("scenario").to_numpy()
+    rng = np.random.default_rng(seed)
+
+    rows = []
+    for a, b in itertools.combinations(sorted(table.columns), 2):
+        both = (table[a].notna() & table[b].notna()).to_numpy()
+        diff = (table[a] - table[b]).to_numpy()[both]
+        _, cluster = np.unique(scenario_of_row[both], return_inverse=True)
+        cluster_sums = np.bincount(cluster, weights=diff)
+        tested = diff.size > 0
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "n_pairs": diff.size,
+                "n_scenarios": cluster_sums.size,
+                "mean_diff": float(diff.mean()) if tested else None,
+                "p_value": _sign_flip_p(cluster_sums, n_perm, rng) if tested else 1.0,
+                "p_holm": 1.0,
+            }
+        )
+
+    family = [row for row in rows if row["n_pairs"] > 0]
+    for row, adjusted in zip(family, holm([row["p_value"] for row in family]), strict=True):
+        row["p_holm"] = adjusted
+    return [PairTest(**row, significant=row["p_holm"] < alpha) for row in rows]
+
+
+def rank_stability(
+    components: pd.DataFrame,
+    base_weights: Mapping[str, float],
+    *,
+    n_random: int = 200,
+    seed: int = 0,
+) -> RankStability:
+    """How much the ranking of cells by mean composite depends on the rubric weights.
+
+    The composite is the weighted sum of the component columns named in base_weights. Weight
+    sets: each weight halved and doubled one at a time, then n_random sets with every weight
+    multiplied by exp(U(-ln 2, ln 2)). Factors are positive, so a penalty stays a penalty.
+    Tau and top_cell_kept compare each perturbed set with the base; rank_range spans all sets.
+    Ties in mean composite are ranked by cell name. With one cell, tau is 1.0 by definition.
+    """
+    names = list(base_weights)
+    _require(components, ["cell", *names])
+    cells = sorted(components["cell"].unique())
+    # The composite is linear in the components, so ranking by it needs only component means.
+    means = components.groupby("cell")[names].mean().loc[cells].to_numpy(float)
+
+    k = len(names)
+    rng = np.random.default_rng(seed)
+    one_at_a_time = [np.where(np.eye(k, dtype=bool), factor, 1.0) for factor in (0.5, 2.0)]
+    random = np.exp(rng.uniform(-np.log(2), np.log(2), size=(n_random, k)))
+    factors = np.vstack([np.ones((1, k)), *one_at_a_time, random])
+    weight_sets = factors * np.array([base_weights[name] for name in names], dtype=float)
+
+    order = np.argsort(-(weight_sets @ means.T), axis=1, kind="stable")  # best first
+    ranks = np.argsort(order, axis=1) + 1
+    taus = (
+        [kendalltau(ranks[0], r).statistic for r in ranks[1:]]
+        if len(cells) > 1
+        else [1.0] * (len(ranks) - 1)
+    )
+    return RankStability(
+        base_ranking=[cells[i] for i in order[0]],
+        n_weight_sets=len(ranks) - 1,
+        kendall_tau_min=float(np.min(taus)),
+        kendall_tau_mean=float(np.mean(taus)),
+        top_cell_kept=float(np.mean(order[1:, 0] == order[0, 0])),
+        rank_range={
+            cell: (int(ranks[:, i].min()), int(ranks[:, i].max())) for i, cell in enumerate(cells)
+        },
+    )
+
+
+def weighted_kappa(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    categories: Sequence[float] = (1, 2, 3, 4, 5),
+    weights: Literal["quadratic", "linear"] = "quadratic",
+) -> float:
+    """Cohen's weighted kappa of two raters on the same items.
+
+    Disagreement weights use the categories' positions in `categories`, as scikit-learn does.
+    When both raters put every item in the same single category, chance disagreement is zero
+    and kappa is 0/0; that is perfect agreement, so this returns 1.0 (scikit-learn: nan).
+    """
+    if weights not in ("quadratic", "linear"):
+        raise ValueError(f"weights must be 'quadratic' or 'linear', got {weights!r}")
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError("a and b must be non-empty and of equal length")
+    position = {category: i for i, category in enumerate(categories)}
+    unknown = (set(a) | set(b)) - position.keys()
+    if unknown:
+        raise ValueError(f"ratings outside categories: {sorted(unknown)}")
+
+    k = len(categories)
+    observed = np.zeros((k, k))
+    np.add.at(observed, ([position[x] for x in a], [position[x] for x in b]), 1)
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / len(a)
+    # No normalisation by (k - 1): it cancels in the ratio.
+    distance = np.abs(np.subtract.outer(np.arange(k), np.arange(k))).astype(float)
+    penalty = distance**2 if weights == "quadratic" else distance
+    chance = (penalty * expected).sum()
+    if chance == 0:
+        return 1.0
+    return float(1 - (penalty * observed).sum() / chance)
+
+
+def krippendorff_alpha_interval(ratings: np.ndarray | Sequence[Sequence[float]]) -> float:
+    """Krippendorff's alpha with the interval metric; ratings are raters x items, nan = missing.
+
+    Items rated fewer than twice carry no pairable value and are dropped. When every pairable
+    value is identical, expected disagreement is zero and alpha is 0/0; that is perfect
+    agreement, so this returns 1.0.
+    """
+    values = np.asarray(ratings, dtype=float)
+    if values.ndim != 2:
+        raise ValueError("ratings must be a 2-D array, raters x items")
+    values = values[:, np.count_nonzero(~np.isnan(values), axis=0) >= 2]
+    pooled = values[~np.isnan(values)]
+    if pooled.size == 0:
+        raise ValueError("no item was rated at least twice")
+    if np.ptp(pooled) == 0:
+        return 1.0
+
+    # Over all ordered pairs of m values, sum (v_i - v_j)^2 = 2 m^2 var(v): the squared
+    # differences of the coincidence matrix without building it.
+    m = np.count_nonzero(~np.isnan(values), axis=0)
+    within = (2 * m**2 * np.nanvar(values, axis=0) / (m - 1)).sum()  # n * D_o
+    n = pooled.size
+    total = 2 * n**2 * pooled.var()  # n (n - 1) * D_e
+    return float(1 - (n - 1) * within / total)
+
+
+def judge_variance(repeats: pd.DataFrame) -> JudgeVariance:
+    """Per criterion, how much repeated judgements of the same item disagree.
+
+    Only items with at least two non-missing repeats count; a criterion without any such item
+    is absent from the result.
+    """
+    _require(repeats, ("item", "criterion", "repeat", "score"))
+    per_item = repeats.groupby(["criterion", "item"])["score"].agg(["std", "count", "nunique"])
+    per_item = per_item[per_item["count"] >= 2]
+    return JudgeVariance(
+        criteria={
+            str(criterion): CriterionVariance(
+                criterion=str(criterion),
+                n_items=len(group),
+                mean_within_sd=float(group["std"].mean()),
+                share_unstable=float((group["nunique"] > 1).mean()),
+            )
+            for criterion, group in per_item.groupby(level="criterion")
+        }
+    )

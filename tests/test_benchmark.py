@@ -1,0 +1,441 @@
+"""The tip benchmark end to end: scenarios, rubric, collect, judge, against real MLflow and a
+loopback server that speaks Ollama's /api/show and /api/chat (tests/loopback_llm.py)."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from benchmark.collect import CELL_TAG, CollectParams, collect
+from benchmark.judge_prompt import judge_messages, parse_scores, parse_tip
+from benchmark.judging import (
+    SCHEMA_PATH,
+    AutoJudgeParams,
+    JudgeRejected,
+    apply_file,
+    auto,
+    export,
+    published_schema,
+)
+from benchmark.models import MODELS_CONFIG, ModelRefused, ModelsConfig, parse_size
+from benchmark.rubric import load_rubric
+from benchmark.scenarios import ScenarioSet, load_scenario_set
+from benchmark.store import BenchStore
+from service.model_registry import registry_client
+from service.prompts import PROMPTS, render
+from service.settings import Settings
+from tests.loopback_llm import GARBLED, GOOD_TIP, JUDGE_SCORES, LoopbackLLM
+from tipml.cli import app
+
+OFFLINE = ("rules", "generic-baseline", "chatty-baseline")
+SCENARIOS = ("student-late-night", "manager-morning", "parent-evening", "newcomer-first-day")
+
+
+@pytest.fixture(scope="module")
+def loopback():
+    with LoopbackLLM(slow_s=0.4) as server:
+        yield server
+
+
+def config_with(loopback: LoopbackLLM, **extra: dict) -> ModelsConfig:
+    """The shipped models.yaml, Ollama at the loopback, plus `extra` deployments by name."""
+    raw = yaml.safe_load(MODELS_CONFIG.read_text())
+    raw["env_defaults"]["OLLAMA_API_BASE"] = loopback.api_base("ollama")
+    for name, params in extra.items():
+        raw["model_list"].append(
+            {
+                "model_name": name,
+                "litellm_params": params,
+                "model_info": {
+                    "id": f"test-{name}",
+                    "input_cost_per_token": 0.0,
+                    "output_cost_per_token": 0.0,
+                },
+            }
+        )
+    return ModelsConfig.model_validate(raw)
+
+
+def store_of(settings: Settings) -> BenchStore:
+    return BenchStore(settings.bench_dir / "bench.db")
+
+
+def chats(loopback: LoopbackLLM) -> list:
+    return [r for r in loopback.requests if r.path.endswith("/api/chat")]
+
+
+# --- scenarios and rubric ---------------------------------------------------------------------
+
+
+def test_scenarios_cover_four_personas_at_two_slots_and_render_through_production_prompts():
+    scenario_set = load_scenario_set()
+    slots = {(s.persona, s.slot) for s in scenario_set.scenarios}
+    personas = {p for p, _ in slots}
+    assert len([p for p in personas if {(p, "usual"), (p, "off")} <= slots]) >= 4
+    for scenario in scenario_set.scenarios:
+        context = scenario.prompt_context()
+        for version in PROMPTS:
+            user = render(version, context)[-1]["content"]
+            assert context.facts_block() in user and context.tasks_block() in user
+    newcomer = next(s for s in scenario_set.scenarios if s.persona == "new_user")
+    assert "preferred_hour" in newcomer.prompt_context().facts.fallback_features
+
+
+def test_a_scenario_edit_changes_the_set_hash_and_bad_sets_are_refused():
+    scenario_set = load_scenario_set()
+    raw = scenario_set.model_dump(mode="json")
+    raw["scenarios"][0]["profile"]["streak_days"] += 1
+    assert ScenarioSet.model_validate(raw).content_hash != scenario_set.content_hash
+    del raw["scenarios"][0]["profile"]["streak_days"]
+    with pytest.raises(ValueError, match="profile lacks streak_days"):
+        ScenarioSet.model_validate(raw)
+    with pytest.raises(ValueError, match="unknown scenario"):
+        scenario_set.select(["no-such-scenario"])
+    with pytest.raises(ValueError, match="known: tip-scenarios-v1"):
+        load_scenario_set("tip-scenarios-v0")
+
+
+def test_rubric_tip_v1_composite_and_anchors():
+    rubric = load_rubric("tip-v1")
+    scores = {"relevance": 4, "actionability": 3, "tone": 5}
+    assert rubric.composite(scores, format_ok=True, overlong=False) == 14
+    assert rubric.composite(scores, format_ok=False, overlong=True) == 11
+    assert rubric.composite(scores, format_ok=True, overlong=True) == 13
+    for criterion in rubric.criteria.values():
+        assert sorted(criterion.anchors) == [1, 2, 3, 4, 5]
+        assert all(anchor in rubric.judge_prompt() for anchor in criterion.anchors.values())
+    assert "version: tip-v1" in rubric.text
+
+
+def test_judge_answers_parse_only_when_they_are_valid_scores():
+    assert parse_scores(json.dumps(JUDGE_SCORES)).tone == 5
+    assert parse_scores("```json\n" + json.dumps(JUDGE_SCORES) + "\n```").relevance == 4
+    for bad, reason in (
+        (GARBLED, "not JSON"),
+        ('{"relevance": 6, "actionability": 3, "tone": 2}', "relevance"),
+        ('{"relevance": 4, "tone": 2}', "actionability"),
+    ):
+        with pytest.raises(ValueError, match=reason):
+            parse_scores(bad)
+    scenario = load_scenario_set().scenarios[0]
+    messages = judge_messages(load_rubric(), scenario.prompt_context(), "Do <tip>x</tip> it.")
+    assert parse_tip(messages[-1]["content"]) == "Do x it."
+
+
+# --- size guard and Ollama --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "billions"),
+    [
+        ("3.2B", 3.2),
+        ("llama3.2:3b", 3.0),
+        ("567M", 0.567),
+        ("mixtral:8x7b", 56.0),
+        ("latest", None),
+    ],
+)
+def test_parse_size(text, billions):
+    assert parse_size(text) == billions
+
+
+def test_size_guard_refuses_big_and_unknown_models_before_any_call(settings, loopback):
+    config = config_with(
+        loopback,
+        **{
+            "qwen-7b": {"model": "ollama_chat/qwen2.5:7b", "api_base": loopback.api_base("ollama")},
+            "mistral-7b": {
+                "model": "ollama_chat/mistral:7b",
+                "api_base": loopback.api_base("ollama"),
+            },
+            "mystery": {
+                "model": "ollama_chat/mystery:latest",
+                "api_base": loopback.api_base("ollama"),
+            },
+        },
+    )
+    loopback.requests.clear()
+    for model, reason in (
+        ("qwen-7b", r"7.6B parameters \(/api/show: 7.6B\) is over the 4B limit"),
+        ("mistral-7b", r"7B parameters \(name tag '7b'\)"),
+        ("mystery", "parameter count unknown"),
+    ):
+        with pytest.raises(ModelRefused, match=reason):
+            collect(CollectParams(models=("rules", model), scenarios=SCENARIOS), settings, config)
+    assert chats(loopback) == []
+    assert store_of(settings).cell_ids() == set()  # refused up front: not even `rules` ran
+
+    report = collect(
+        CollectParams(
+            models=("mystery",), prompts=("v1",), scenarios=SCENARIOS[:1], allow_unknown_size=True
+        ),
+        settings,
+        config,
+    )
+    assert report.collected == 1
+
+
+def test_collect_is_model_major_and_sends_ollama_keep_alive_zero(settings, loopback):
+    config = config_with(loopback)
+    loopback.requests.clear()
+    report = collect(
+        CollectParams(
+            models=("llama3.2-3b", "qwen2.5-3b"),
+            prompts=("v1", "v2-mentor"),
+            scenarios=SCENARIOS,
+            concurrency=4,
+        ),
+        settings,
+        config,
+    )
+    assert (report.cells, report.collected, report.llm_calls) == (16, 16, 16)
+    requests = chats(loopback)
+    assert [r.body["model"] for r in requests] == ["llama3.2:3b"] * 8 + ["qwen2.5:3b"] * 8
+    # Ollama reads keep_alive at the top level of /api/chat, so the model unloads at once.
+    assert {r.body["keep_alive"] for r in requests} == {0}
+    assert all("keep_alive" not in r.body.get("options", {}) for r in requests)
+    assert {c.text for c in store_of(settings).cells("tip-benchmark")} == {GOOD_TIP}
+
+
+def test_collect_logs_one_mlflow_run_per_cell_and_a_rerun_makes_no_calls(settings, loopback):
+    config = config_with(loopback)
+    params = CollectParams(models=("rules", "llama3.2-3b"), scenarios=SCENARIOS, samples=2)
+    first = collect(params, settings, config)
+    assert (first.cells, first.collected, first.failed) == (48, 48, {})
+
+    client = registry_client(settings)
+    experiment = client.get_experiment_by_name("tip-benchmark")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert len(runs) == 48 and len({r.data.tags[CELL_TAG] for r in runs}) == 48
+    run = next(r for r in runs if r.data.tags["model"] == "llama3.2-3b")
+    tags = run.data.tags
+    assert tags["judge_pending"] == "true" and tags["prompt_version"] in PROMPTS
+    assert tags["scenario"] in SCENARIOS and tags["scenario_set"] == "tip-scenarios-v1"
+    assert {"latency_ms", "prompt_tokens", "completion_tokens", "cost_usd"} <= set(run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert artifacts == {"prompt.json", "candidate.txt", "response.json"}
+
+    loopback.requests.clear()
+    again = collect(params, settings, config)
+    assert (again.collected, again.already, again.llm_calls) == (0, 48, 0)
+    elsewhere = collect(
+        params.model_copy(update={"benchmark": "tip-benchmark-copy"}), settings, config
+    )
+    assert (elsewhere.collected, elsewhere.llm_calls, elsewhere.cache_hits) == (48, 0, 48)
+    assert chats(loopback) == []
+
+
+def test_a_killed_collect_resumes_with_no_duplicate_cells(settings, loopback):
+    # MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI: an earlier test's would leak.
+    env = os.environ | {
+        "TIPML_HOME": str(settings.home),
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "OLLAMA_API_BASE": loopback.api_base("ollama-slow"),
+    }
+    command = [
+        str(Path(sys.executable).parent / "tipml"),
+        "bench",
+        "collect",
+        "--models",
+        "llama3.2-3b",
+        "--prompts",
+        "v1,v3-few-shot",
+        "--concurrency",
+        "1",
+        "--samples",
+        "2",
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ledger = settings.bench_dir / "bench.db"
+    deadline = time.monotonic() + 120
+    collected_before = 0
+    while time.monotonic() < deadline and collected_before < 4:
+        time.sleep(0.2)
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        if ledger.exists():
+            with sqlite3.connect(ledger) as db:
+                collected_before = db.execute("SELECT count(*) FROM cells").fetchone()[0]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 4 <= collected_before < 40
+
+    # The narrowest crash: a cell's MLflow run written, its ledger row not.
+    client = registry_client(settings)
+    experiment = client.get_experiment_by_name("tip-benchmark")
+    orphan = client.create_run(experiment.experiment_id, tags={CELL_TAG: "interrupted"})
+
+    config = config_with(loopback)  # the fast loopback from here on
+    report = collect(
+        CollectParams(models=("llama3.2-3b",), prompts=("v1", "v3-few-shot"), samples=2),
+        settings,
+        config,
+    )
+    assert report.cells == 40 and report.collected + report.already == 40
+    assert report.orphans_deleted >= 1
+    assert client.get_run(orphan.info.run_id).info.lifecycle_stage == "deleted"
+    cells = store_of(settings).cells("tip-benchmark")
+    assert len(cells) == len({c.cell_id for c in cells}) == 40
+    live = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert len(live) == 40 and {r.info.run_id for r in live} == {c.run_id for c in cells}
+
+
+# --- judging ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def collected(settings) -> Settings:
+    report = collect(CollectParams(models=OFFLINE, scenarios=SCENARIOS), settings)
+    assert report.collected == 36
+    return settings
+
+
+def test_the_published_judge_file_schema_is_the_one_apply_enforces():
+    assert json.loads(SCHEMA_PATH.read_text()) == published_schema()
+
+
+def filled(path: Path, judge: str = "ana") -> dict:
+    document = json.loads(path.read_text())
+    document["judge"] = {"name": judge, "kind": "human"}
+    for item in document["items"]:
+        item["scores"] = {"relevance": 4, "actionability": 3, "tone": 5}
+    return document
+
+
+def write(path: Path, document: dict) -> Path:
+    path.write_text(json.dumps(document))
+    return path
+
+
+def ledger_counts(settings: Settings) -> tuple[int, int]:
+    store = store_of(settings)
+    return len(store.judgments("tip-v1")), len(store.batches())
+
+
+def test_malformed_judge_files_apply_nothing_and_say_why(collected, tmp_path):
+    exported = export(collected)
+    assert exported.items == 36
+    good = filled(exported.path)
+    cases = {
+        "unknown id": (lambda d: d["items"][3].update(item_id="f" * 64), "items.3 .*unknown item"),
+        "out of range": (lambda d: d["items"][5]["scores"].update(tone=6), r"items.5.scores.tone"),
+        "missing field": (
+            lambda d: d["items"][7]["scores"].pop("relevance"),
+            "relevance: Field required",
+        ),
+        "no scores": (lambda d: d["items"][8].update(scores=None), "items.8 .*scores missing"),
+        "no judge": (lambda d: d.pop("judge"), "judge: Field required"),
+        "placeholder judge": (lambda d: d["judge"].update(name="FILL-IN"), "replace FILL-IN"),
+        "wrong rubric": (lambda d: d["rubric"].update(version="tip-v0"), "unknown rubric 'tip-v0'"),
+        "edited rubric": (lambda d: d["rubric"].update(text="be nice"), "not the released one"),
+        "duplicate": (lambda d: d["items"].append(d["items"][0]), "duplicate item id"),
+    }
+    for name, (corrupt, reason) in cases.items():
+        document = json.loads(json.dumps(good))
+        corrupt(document)
+        with pytest.raises(JudgeRejected, match=reason):
+            apply_file(collected, write(tmp_path / f"{name}.json", document))
+        assert ledger_counts(collected) == (0, 0), name
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(json.dumps(good)[:-40])
+    with pytest.raises(JudgeRejected, match="not valid JSON"):
+        apply_file(collected, truncated)
+    assert ledger_counts(collected) == (0, 0)
+
+    report = apply_file(collected, write(tmp_path / "good.json", good))
+    assert (report.applied, report.judge, report.mirrored_runs) == (36, "ana", 36)
+    assert ledger_counts(collected) == (36, 1)
+    with pytest.raises(JudgeRejected, match="already judged by 'ana'"):
+        apply_file(collected, tmp_path / "good.json")
+    assert ledger_counts(collected) == (36, 1)
+
+    client = registry_client(collected)
+    run = client.get_run(store_of(collected).cells("tip-benchmark")[0].run_id)
+    assert run.data.tags["judge_pending"] == "false" and run.data.tags["judges"] == "ana"
+    assert run.data.metrics["relevance"] == 4 and run.data.metrics["tone"] == 5
+    rubric_text = client.download_artifacts(run.info.run_id, "rubric-tip-v1.yaml")
+    assert Path(rubric_text).read_text() == load_rubric().text
+
+
+def test_auto_judging_refuses_its_own_family_and_counts_unparseable_answers(collected, loopback):
+    config = config_with(
+        loopback,
+        **{
+            "qwen-judge": {
+                "model": "ollama_chat/qwen2.5:3b",
+                "api_base": loopback.api_base("judge"),
+            },
+            "garbled-judge": {
+                "model": "ollama_chat/llama3.2:3b",
+                "api_base": loopback.api_base("garbled"),
+            },
+        },
+    )
+    with pytest.raises(JudgeRejected, match="family 'rules', as candidate"):
+        auto(AutoJudgeParams(judge="rules"), collected, config)
+
+    loopback.requests.clear()
+    garbled = auto(AutoJudgeParams(judge="garbled-judge"), collected, config)
+    assert (garbled.judgments, garbled.unparseable, garbled.call_failures) == (0, 36, 0)
+    assert store_of(collected).judgments("tip-v1") == []
+
+    loopback.requests.clear()
+    report = auto(AutoJudgeParams(judge="qwen-judge", repeats=3, repeat_items=5), collected, config)
+    assert (report.items, report.judgments, report.unparseable) == (36, 36 + 2 * 5, 0)
+    bodies = [r.body for r in chats(loopback)]
+    assert {b["options"]["temperature"] for b in bodies} == {0}
+    assert all(b["format"]["properties"].keys() >= {"relevance", "tone"} for b in bodies)
+    judgments = store_of(collected).judgments("tip-v1")
+    assert {(j.relevance, j.actionability, j.tone) for j in judgments} == {(4, 3, 5)}
+    assert max(j.repeat for j in judgments) == 2
+
+    offline = auto(AutoJudgeParams(judge="rules-judge"), collected)
+    assert (offline.judgments, offline.unparseable) == (36, 0)
+    # The offline judge tells the context-aware writer from the fixed-text floors.
+    model_of = {c.cell_id: c.model for c in store_of(collected).cells("tip-benchmark")}
+    relevance: dict[str, list[int]] = {}
+    for j in store_of(collected).judgments("tip-v1"):
+        if j.judge == "rules-judge":
+            relevance.setdefault(model_of[j.cell_id], []).append(j.relevance)
+    mean = {model: sum(values) / len(values) for model, values in relevance.items()}
+    assert mean["rules"] > max(mean["generic-baseline"], mean["chatty-baseline"]) + 1
+
+
+def test_bench_cli_names_bad_options(settings):
+    runner = CliRunner()
+    home = ["--home", str(settings.home)]
+    result = runner.invoke(app, [*home, "bench", "collect", "--models", "rules", "--samples", "0"])
+    assert result.exit_code == 2 and "--samples" in result.output
+    result = runner.invoke(app, [*home, "bench", "collect", "--models", "gpt-9"])
+    assert result.exit_code == 2 and "unknown model 'gpt-9'" in result.output
+    result = runner.invoke(app, [*home, "bench", "collect", "--models", "rules", "--prompts", "v9"])
+    assert result.exit_code == 2 and "--prompts" in result.output and "v9" in result.output
+
+
+def test_benchmark_flow_offline_end_to_end_and_without_a_judge(settings, prefect_server):
+    from flows.benchmark import BenchmarkParams, benchmark
+
+    quick = CollectParams(models=OFFLINE, prompts=("v1", "v3-few-shot"), scenarios=SCENARIOS)
+    unjudged = benchmark(BenchmarkParams(collect=quick), settings)
+    assert unjudged.compared is None and unjudged.judge_file is not None
+    exported = json.loads(unjudged.judge_file.read_text())
+    assert len(exported["items"]) == unjudged.collected.cells == 24
+
+    report = benchmark(BenchmarkParams(collect=quick, judge="rules-judge"), settings)
+    assert report.collected.llm_calls == 0  # everything collected by the first run
+    assert report.judged.judgments == 24 + 2 * 10  # 10 items re-judged 3 times
+    compared = report.compared
+    assert compared.leaderboard[0].model == "rules"
+    assert compared.leaderboard[-1].model == "chatty-baseline"
+    assert compared.html_path.exists() and compared.png_path.exists()
+
+    result = CliRunner().invoke(app, ["--home", str(settings.home), "bench", "compare"])
+    assert result.exit_code == 0, result.output
+    assert "rules" in result.output and "report:" in result.output

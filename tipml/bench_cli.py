@@ -1,0 +1,197 @@
+"""`tipml bench`: the tip benchmark's phases, one command each, and the whole flow."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tipml.cli_support import console, fail, settings_of, validated
+
+bench_app = typer.Typer(no_args_is_help=True, help="The tip benchmark: collect, judge, compare.")
+judge_app = typer.Typer(no_args_is_help=True, help="Score collected cells on the rubric.")
+bench_app.add_typer(judge_app, name="judge")
+
+
+def _names(value: str | None) -> tuple[str, ...] | None:
+    """'a,b' -> ('a', 'b'); options take comma-separated lists."""
+    if value is None:
+        return None
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@bench_app.command("collect")
+def collect_command(
+    ctx: typer.Context,
+    models: Annotated[str, typer.Option(help="Comma-separated names from benchmark/models.yaml.")],
+    prompts: Annotated[
+        str | None, typer.Option(help="Comma-separated prompt versions (default: all).")
+    ] = None,
+    scenario_set: Annotated[str | None, typer.Option(help="Scenario set id.")] = None,
+    scenarios: Annotated[
+        str | None, typer.Option(help="Comma-separated scenario ids (default: the whole set).")
+    ] = None,
+    samples: Annotated[int | None, typer.Option(help="Answers per cell.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Calls in flight per model.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per call.")] = None,
+    allow_unknown_size: Annotated[
+        bool, typer.Option(help="Run models whose parameter count cannot be found.")
+    ] = False,
+    benchmark: Annotated[str | None, typer.Option(help="Benchmark (MLflow experiment).")] = None,
+) -> None:
+    """Phase A: answer every (model, prompt, scenario, sample) cell not collected yet."""
+    from benchmark.collect import CollectParams, collect
+    from benchmark.models import ModelRefused
+
+    params = validated(
+        CollectParams,
+        models=_names(models),
+        prompts=_names(prompts),
+        scenario_set=scenario_set,
+        scenarios=_names(scenarios),
+        samples=samples,
+        concurrency=concurrency,
+        timeout_s=timeout,
+        allow_unknown_size=allow_unknown_size,
+        benchmark=benchmark,
+    )
+    try:
+        report = collect(params, settings_of(ctx))
+    except ModelRefused as exc:
+        fail(f"size guard: {exc}")
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(
+        f"{report.benchmark}: {report.cells} cells on {report.scenario_set} "
+        f"({report.scenario_set_hash[:12]}): {report.collected} collected, {report.already} "
+        f"already there; {report.llm_calls} LLM calls, {report.cache_hits} cache hits"
+        + (
+            f", {report.orphans_deleted} runs of an interrupted collect deleted"
+            if report.orphans_deleted
+            else ""
+        ),
+        markup=False,
+    )
+    for cell, error in report.failed.items():
+        console.print(f"  FAILED {cell}: {error}", markup=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@judge_app.command("export")
+def judge_export(
+    ctx: typer.Context,
+    benchmark: Annotated[
+        str, typer.Option(help="Benchmark (MLflow experiment).")
+    ] = "tip-benchmark",
+    rubric: Annotated[str, typer.Option(help="Rubric version.")] = "tip-v1",
+    out: Annotated[Path | None, typer.Option(help="Where to write the judge file.")] = None,
+) -> None:
+    """Write the cells pending judgment, with the rubric, as one JSON file to fill in."""
+    from benchmark.judging import export
+
+    try:
+        given = {"benchmark": benchmark, "rubric_version": rubric, "path": out}
+        report = export(settings_of(ctx), **{k: v for k, v in given.items() if v is not None})
+    except ValueError as exc:
+        fail(str(exc), code=1)
+    console.print(
+        f"{report.items} items -> {report.path}\nschema: {report.schema_path}\n"
+        "fill in `judge` and every item's `scores`, then: tipml bench judge apply FILE",
+        markup=False,
+    )
+
+
+@judge_app.command("apply")
+def judge_apply(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A filled judge file.")],
+) -> None:
+    """Validate a filled judge file and apply all of it, or nothing."""
+    from benchmark.judging import JudgeRejected, apply_file
+
+    try:
+        report = apply_file(settings_of(ctx), file)
+    except JudgeRejected as exc:
+        fail(str(exc), code=1)
+    console.print(
+        f"applied {report.applied} judgments by {report.judge} on {report.rubric_version} "
+        f"(batch {report.batch_id}); {report.mirrored_runs} MLflow runs updated",
+        markup=False,
+    )
+
+
+@judge_app.command("auto")
+def judge_auto(
+    ctx: typer.Context,
+    judge: Annotated[str, typer.Option(help="Judge model from benchmark/models.yaml.")],
+    benchmark: Annotated[str | None, typer.Option(help="Benchmark (MLflow experiment).")] = None,
+    rubric: Annotated[str | None, typer.Option(help="Rubric version.")] = None,
+    repeats: Annotated[int | None, typer.Option(help="Judgments per re-judged item.")] = None,
+    repeat_items: Annotated[int | None, typer.Option(help="Items judged --repeats times.")] = None,
+    allow_same_family: Annotated[
+        bool, typer.Option(help="Let the judge score candidates of its own model family.")
+    ] = False,
+    concurrency: Annotated[int | None, typer.Option(help="Calls in flight.")] = None,
+) -> None:
+    """Judge pending cells with a model at temperature 0, answers as validated JSON."""
+    from benchmark.judging import AutoJudgeParams, JudgeRejected, auto
+
+    params = validated(
+        AutoJudgeParams,
+        judge=judge,
+        benchmark=benchmark,
+        rubric=rubric,
+        repeats=repeats,
+        repeat_items=repeat_items,
+        allow_same_family=allow_same_family,
+        concurrency=concurrency,
+    )
+    try:
+        report = auto(params, settings_of(ctx))
+    except (JudgeRejected, ValueError) as exc:
+        fail(str(exc), code=1)
+    console.print(
+        f"{report.judge} ({report.family}): {report.judgments} judgments on {report.items} items;"
+        f" {report.unparseable} unparseable answers, {report.call_failures} failed calls "
+        f"(neither counted as a score)",
+        markup=False,
+    )
+
+
+@bench_app.command("compare")
+def compare_command(
+    ctx: typer.Context,
+    benchmark: Annotated[str | None, typer.Option(help="Benchmark (MLflow experiment).")] = None,
+    rubric: Annotated[str | None, typer.Option(help="Rubric version.")] = None,
+    judges: Annotated[
+        str | None, typer.Option(help="Comma-separated judges (default: all).")
+    ] = None,
+) -> None:
+    """Phase C: leaderboard with intervals, paired tests, rank stability, HTML and PNG."""
+    from benchmark.compare import CompareParams, compare
+
+    params = validated(CompareParams, benchmark=benchmark, rubric=rubric, judges=_names(judges))
+    try:
+        report = compare(params, settings_of(ctx))
+    except ValueError as exc:
+        fail(str(exc), code=1)
+    print_leaderboard(report)
+
+
+def print_leaderboard(report) -> None:
+    from rich.table import Table
+
+    table = Table(title="leaderboard (mean composite, 95% CI clustered by scenario)")
+    for column in ("model", "prompt", "composite", "95% CI", "format ok", "n"):
+        table.add_column(column)
+    for row in report.leaderboard:
+        table.add_row(
+            row.model,
+            row.prompt_version,
+            f"{row.mean:.2f}",
+            f"{row.low:.2f} - {row.high:.2f}",
+            f"{row.format_ok_rate:.0%}",
+            str(row.n_items),
+        )
+    console.print(table)
+    console.print(f"report: {report.html_path}\nchart:  {report.png_path}", markup=False)
