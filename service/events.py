@@ -63,6 +63,36 @@ class Feedback(_Event):
     prompt_version: PromptVersion
 
 
-Event = Annotated[TaskCreated | TaskCompleted | Impression | Feedback, Field(discriminator="type")]
+class Decision(_Event):
+    """An experiment's choice for one /generate request, with the probability it had.
+
+    `tip_id` is the id of the tip the request wrote (its request_id): feedback on that tip is
+    the decision's reward. `propensity` is the probability the policy gave the chosen arm,
+    which off-policy evaluation divides by; `policy_version` pins the state it was drawn from.
+    """
+
+    type: Literal["decision"] = "decision"
+    request_id: Id
+    tip_id: Id
+    experiment: Id
+    arm: PromptVersion
+    propensity: float = Field(gt=0.0, le=1.0)
+    policy: Literal["fixed", "weighted", "epsilon_greedy", "thompson"]
+    policy_version: Id
+    # How the LLM call went, for the guardrails: "fallback" = a fallback model wrote the
+    # tip, "error" = none did (the request failed and nobody saw a tip).
+    outcome: Literal["ok", "fallback", "error"]
+    latency_ms: float = Field(ge=0.0)
+
+
+Event = Annotated[
+    TaskCreated | TaskCompleted | Impression | Feedback | Decision, Field(discriminator="type")
+]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
-EVENT_TYPES: tuple[str, ...] = ("task_created", "task_completed", "impression", "feedback")
+EVENT_TYPES: tuple[str, ...] = (
+    "task_created",
+    "task_completed",
+    "impression",
+    "feedback",
+    "decision",
+)
