@@ -16,6 +16,7 @@ import itertools
 import logging
 import re
 import time
+import uuid
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -428,8 +429,10 @@ def compare(params: CompareParams, settings: Settings) -> CompareReport:
 
     created = datetime.now(UTC).replace(microsecond=0)
     stamp = f"{created:%Y%m%dT%H%M%SZ}"
-    report_dir = settings.bench_dir / "reports" / f"{params.benchmark}-{stamp}"
-    # Before the run exists: a second compare in the same second must not overwrite the first.
+    # A random suffix: two compares in the same second (a flow, then the CLI) get their own.
+    report_dir = (
+        settings.bench_dir / "reports" / f"{params.benchmark}-{stamp}-{uuid.uuid4().hex[:6]}"
+    )
     report_dir.mkdir(parents=True, exist_ok=False)
     client = registry_client(settings)
     run = client.create_run(

@@ -248,7 +248,7 @@ def test_report_files_and_identities(judged: Judged) -> None:
     report = judged.report
 
     assert report.report_dir.parent == judged.settings.bench_dir / "reports"
-    assert report.report_dir.name == f"tip-benchmark-{report.created:%Y%m%dT%H%M%SZ}"
+    assert report.report_dir.name.startswith(f"tip-benchmark-{report.created:%Y%m%dT%H%M%SZ}-")
     assert CompareReport.model_validate_json(report.json_path.read_text()) == report
     assert report.png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = report.html_path.read_text()
