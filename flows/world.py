@@ -21,6 +21,7 @@ from feature_repo.categories import TIP_CATEGORIES
 from service.context import RequestContext, Task
 from service.events import (
     ATTRIBUTION_WINDOW,
+    Decision,
     Event,
     Feedback,
     Impression,
@@ -31,6 +32,9 @@ from service.events import (
 PROMPT_VERSIONS: tuple[str, ...] = ("v1", "v2-mentor", "v3-few-shot")
 # True effect of each prompt version on the acceptance logit; the bandits must find it.
 PROMPT_EFFECT: dict[str, float] = {"v1": 0.0, "v2-mentor": 0.15, "v3-few-shot": 0.3}
+# The world's own logging policy: each tip's prompt version uniformly at random, logged as a
+# decision with its propensity, so reports and off-policy evaluation run on simulated data.
+WORLD_EXPERIMENT = "world-uniform"
 
 
 class Persona(BaseModel):
@@ -331,7 +335,23 @@ class _UserSim:
             reaction=reaction,
             prompt_version=prompt_version,
         )
-        return [impression, feedback]
+        # Derived ids keep the random streams, and so the rest of the world, as they were.
+        decision = Decision(
+            event_id=f"{impression.event_id}.decision",
+            user_id=self.user.user_id,
+            timestamp=at,
+            request_id=impression.tip_id,
+            tip_id=impression.tip_id,
+            experiment=WORLD_EXPERIMENT,
+            arm=prompt_version,
+            propensity=1 / len(PROMPT_VERSIONS),
+            policy="weighted",
+            policy_version=f"{WORLD_EXPERIMENT}:weighted:r0",
+            # The world models neither LLM latency nor LLM failures.
+            outcome="ok",
+            latency_ms=0.0,
+        )
+        return [decision, impression, feedback]
 
 
 class World:

@@ -68,6 +68,7 @@ class ScoreResponse(BaseModel):
 
 class GenerateResponse(BaseModel):
     request_id: str
+    tip_id: str = Field(description="The written tip's id: name it in /feedback.")
     text: str
     prompt_version: str
     model: str = Field(description="The LLM deployment that wrote the text.")
@@ -78,6 +79,11 @@ class GenerateResponse(BaseModel):
     fallback_used: bool = Field(description="True when a fallback model wrote the text.")
     fallbacks: dict[str, str] = Field(description="Features that fell back, as in /score.")
     degraded: bool
+    experiment: str | None = Field(default=None, description="When the request named one.")
+    arm: str | None = Field(default=None, description="The experiment's prompt version.")
+    propensity: float | None = Field(
+        default=None, description="The probability the experiment's policy gave this arm."
+    )
 
 
 class FeedbackResponse(BaseModel):

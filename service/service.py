@@ -19,9 +19,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import dataclasses
 import gc
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime
+from typing import Literal
 
 import anyio
 import bentoml
@@ -29,10 +31,18 @@ import numpy as np
 from pydantic import AwareDatetime
 from starlette.responses import JSONResponse
 
+from service.bandit_state import StateCache, open_bandit_store
 from service.bentoml_patches import patch_timeout_middleware
 from service.context import RequestContext
 from service.eventlog import EventLog
 from service.events import Feedback, Id, PromptVersion, Reaction
+from service.experiments import (
+    Assignment,
+    ExperimentsConfig,
+    UnknownExperiment,
+    decide,
+    decision_event,
+)
 from service.feast_store import open_store
 from service.gateway import Gateway, GatewayError
 from service.model_names import CHALLENGER, CHAMPION, MODEL_NAME
@@ -113,6 +123,8 @@ class TipService:
         self._recent_feedback: OrderedDict[str, None] = OrderedDict()
         self.gateway = Gateway.from_yaml()
         resolve_prompt_version(None)  # a bad DEFAULT_PROMPT_VERSION fails start-up, not requests
+        self.experiments = ExperimentsConfig.from_yaml()
+        self.bandit_states = StateCache(open_bandit_store(settings))
 
     def _shadow(self, settings: Settings) -> ShadowScorer | None:
         if version_by_alias(registry_client(settings), CHALLENGER) is None:
@@ -179,13 +191,31 @@ class TipService:
         profile_features: ProfileFeatures | None = None,
         prompt_version: str | None = None,
         category: TipCategory | None = None,
+        experiment: Id | None = None,
     ) -> GenerateResponse:
-        """Write one tip for a user now, from what the scorer reads about them."""
+        """Write one tip for a user now, from what the scorer reads about them.
+
+        With `experiment`, the experiment's policy picks the prompt version, and the decision
+        (arm, propensity, outcome) is logged; the response's tip_id is what feedback names.
+        """
+        request_id = uuid.uuid4().hex
+        assignment = None
+        if experiment is not None:
+            if prompt_version is not None:
+                return _error(422, "experiment", "give prompt_version or experiment, not both")
+            try:
+                configured = self.experiments.active(experiment)
+            except UnknownExperiment as exc:
+                known = ", ".join(e.id for e in self.experiments.experiments if e.active)
+                return _error(422, "experiment", f"{exc}; active experiments: {known}")
+            state = await anyio.to_thread.run_sync(self.bandit_states.get, configured.id)
+            assignment = decide(configured, user_id, request_id, state)
+            prompt_version = assignment.arm
         try:
             version = resolve_prompt_version(prompt_version)
         except UnknownPromptVersion as exc:
             return _error(422, "prompt_version", str(exc))
-        request_id = uuid.uuid4().hex
+        started = time.perf_counter()
         read = await anyio.to_thread.run_sync(self.reader.read, user_id, context, datetime.now(UTC))
         if read.degraded:
             DEGRADED.labels(endpoint="generate").inc()
@@ -196,9 +226,15 @@ class TipService:
             tip = await self.gateway.generate(messages, version)
         except GatewayError as exc:
             log.error("generate %s: %s", request_id, exc)
+            if assignment is not None:
+                await self._log_decision(assignment, request_id, user_id, "error", started)
             return _error(503, None, "no language model answered; try again later")
+        if assignment is not None:
+            outcome = "fallback" if tip.fallback_used else "ok"
+            await self._log_decision(assignment, request_id, user_id, outcome, started)
         return GenerateResponse(
             request_id=request_id,
+            tip_id=request_id,
             text=tip.text,
             prompt_version=tip.prompt_version,
             model=tip.model,
@@ -209,7 +245,27 @@ class TipService:
             fallback_used=tip.fallback_used,
             fallbacks=merged.fallbacks,
             degraded=read.degraded,
+            experiment=assignment.experiment if assignment else None,
+            arm=assignment.arm if assignment else None,
+            propensity=assignment.propensity if assignment else None,
         )
+
+    async def _log_decision(
+        self,
+        assignment: Assignment,
+        request_id: str,
+        user_id: str,
+        outcome: Literal["ok", "fallback", "error"],
+        started: float,
+    ) -> None:
+        event = decision_event(
+            assignment,
+            request_id=request_id,
+            user_id=user_id,
+            outcome=outcome,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+        await anyio.to_thread.run_sync(self.events.append, [event])
 
     @bentoml.api(route="/feedback")
     def feedback(

@@ -13,6 +13,7 @@ ENV_VARS = {
     "home": "TIPML_HOME",
     "online_store": "TIPML_ONLINE_STORE",
     "redis_url": "TIPML_REDIS_URL",
+    "bandit_store": "TIPML_BANDIT_STORE",
     "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
 }
 
@@ -25,6 +26,9 @@ class Settings(BaseModel):
     home: Path = Field(default=FEATURE_REPO_DIR)
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = Field(default="127.0.0.1:6379", pattern=r"^[^\s,]+:\d+(,\S+)?$")
+    bandit_store: Literal["sqlite", "redis"] = Field(
+        default="sqlite", description="Experiment posteriors (service/bandit_state.py)."
+    )
     mlflow_tracking_uri: str | None = Field(
         default=None, description="MLflow tracking and registry; default SQLite under data/."
     )

@@ -30,6 +30,7 @@ def next_runs(cron: str, timezone: str, count: int) -> list:
         ("features-hourly", "features", timedelta(hours=1)),
         ("training-daily", "training", timedelta(days=1)),
         ("promote-daily", "promote", timedelta(days=1)),
+        ("bandit-update-15min", "bandit_update", timedelta(minutes=15)),
         ("benchmark-weekly", "benchmark", timedelta(weeks=1)),
     ],
 )
@@ -114,6 +115,7 @@ def test_prefect_deploy_all_registers_every_schedule_on_a_real_server(tmp_path):
             "features-hourly",
             "training-daily",
             "promote-daily",
+            "bandit-update-15min",
             "benchmark-weekly",
         }
     finally:

@@ -277,3 +277,43 @@ def test_unknown_prompt_versions_and_categories_are_rejected_by_name(client):
     assert all(v in unknown.json()["error"] for v in ("v1", "v2-mentor", "v3-few-shot"))
     category = client.post("/generate", json=body | {"category": "gardening"})
     assert category.status_code == 400 and category.json()["detail"][0]["loc"] == ["category"]
+
+
+def test_generate_in_an_experiment_logs_each_decision_with_its_propensity(client, served_home):
+    from service.experiments import ExperimentsConfig, assignment_bucket
+
+    ab = ExperimentsConfig.from_yaml().active("prompt-ab")
+    body = {"user_id": "u000003", "context": CONTEXT, "experiment": "prompt-ab"}
+    answers = [client.post("/generate", json=body).json() for _ in range(3)]
+    assert len({a["arm"] for a in answers}) == 1  # weighted A/B is sticky per user
+    answer = answers[0]
+    assert answer["experiment"] == "prompt-ab" and answer["prompt_version"] == answer["arm"]
+    assert answer["propensity"] == pytest.approx(ab.weights[answer["arm"]])
+    assert 0 <= assignment_bucket(ab, "u000003") < 10_000
+
+    decisions = {
+        r["tip_id"]: r
+        for r in EventLog(served_home.events_dir).records(types=frozenset({"decision"}))
+    }
+    logged = decisions[answer["tip_id"]]
+    assert (logged["experiment"], logged["arm"], logged["outcome"]) == (
+        "prompt-ab",
+        answer["arm"],
+        "ok",
+    )
+    assert logged["propensity"] == answer["propensity"] and logged["policy"] == "weighted"
+    assert logged["latency_ms"] > 0 and logged["policy_version"].startswith("prompt-ab:")
+
+    bandit = client.post("/generate", json=body | {"experiment": "prompt-bandit"}).json()
+    assert bandit["experiment"] == "prompt-bandit" and 0 < bandit["propensity"] <= 1
+
+
+def test_generate_rejects_unknown_experiments_and_a_version_with_an_experiment(client):
+    body = {"user_id": "u000003", "context": CONTEXT}
+    unknown = client.post("/generate", json=body | {"experiment": "no-such-test"})
+    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["experiment"]
+    assert "prompt-ab" in unknown.json()["error"]
+    both = client.post("/generate", json=body | {"experiment": "prompt-ab", "prompt_version": "v1"})
+    assert both.status_code == 422 and both.json()["detail"][0]["loc"] == ["experiment"]
+    malformed = client.post("/generate", json=body | {"experiment": "bad id!"})
+    assert malformed.status_code == 400 and malformed.json()["detail"][0]["loc"] == ["experiment"]

@@ -1,0 +1,94 @@
+"""`tipml experiments`: the prompt-experiment report, and off-policy evaluation of a candidate
+policy on the decision log before it is switched on."""
+
+from typing import Annotated
+
+import typer
+from pydantic import BaseModel, ConfigDict
+
+from flows.params import UtcDatetime
+from service.events import Id
+from tipml.cli_support import console, fail, settings_of, validated
+
+experiments_app = typer.Typer(
+    no_args_is_help=True, help="Prompt experiments: reports and off-policy evaluation."
+)
+
+AsOfOption = Annotated[
+    str | None,
+    typer.Option(help="ISO 8601 time to report as of; naive means UTC (default: now)."),
+]
+
+
+class ReportOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    as_of: UtcDatetime | None = None
+    experiment: Id | None = None
+
+
+def _policy_pairs(text: str) -> dict[str, str]:
+    """'v3-few-shot=0.8,v1=0.2' -> {'v3-few-shot': '0.8', 'v1': '0.2'}; numbers checked later."""
+    pairs: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        arm, sep, value = part.partition("=")
+        arm = arm.strip()
+        if not sep or not arm:
+            fail(f"--policy: expected arm=probability pairs separated by commas, got {part!r}")
+        if arm in pairs:
+            fail(f"--policy: {arm} is given twice")
+        pairs[arm] = value.strip()
+    return pairs
+
+
+@experiments_app.command("report")
+def report_command(
+    ctx: typer.Context,
+    as_of: AsOfOption = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="Only this experiment id (default: every one logged).")
+    ] = None,
+) -> None:
+    """Per experiment and arm: accept rates, sequential tests vs control, SRM, guardrails.
+
+    Control and limits as service/experiments.yaml sets them and the bandit update enforces.
+    """
+    from flows.experiment_report import experiment_report
+    from flows.rewards import UnknownExperiment
+
+    options = validated(ReportOptions, as_of=as_of, experiment=experiment)
+    try:
+        report = experiment_report(
+            settings_of(ctx), as_of=options.as_of, experiment=options.experiment
+        )
+    except UnknownExperiment as exc:
+        fail(f"--experiment: {exc}")
+    console.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
+
+
+@experiments_app.command("ope")
+def ope_command(
+    ctx: typer.Context,
+    experiment: Annotated[str, typer.Option(help="Experiment id whose decision log to use.")],
+    policy: Annotated[
+        str,
+        typer.Option(help="Candidate as arm=probability pairs, e.g. 'v3-few-shot=0.8,v1=0.2'."),
+    ],
+    as_of: AsOfOption = None,
+) -> None:
+    """Estimate a candidate policy's accept rate from the decisions another policy logged."""
+    from flows.ope import OpeParams, UnknownArms, UnsupportedArms, evaluate_policy
+    from flows.rewards import UnknownExperiment
+
+    options = validated(OpeParams, experiment=experiment, policy=_policy_pairs(policy), as_of=as_of)
+    try:
+        report = evaluate_policy(
+            settings_of(ctx), options.experiment, options.policy, options.as_of
+        )
+    except UnknownExperiment as exc:
+        fail(f"--experiment: {exc}")
+    except (UnknownArms, UnsupportedArms) as exc:
+        fail(f"--policy: {exc}")
+    except ValueError as exc:
+        fail(str(exc), code=1)
+    console.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
