@@ -3,13 +3,16 @@
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.experiment_report import ExperimentReport, experiment_report
 from flows.features import FeaturesParams, FeaturesReport, features
 from flows.model_card import ModelCard
+from flows.ope import OpeReport, evaluate_policy
 from flows.promote import PromoteReport, promote
 from flows.registration import read_card
 from flows.show_online import OnlineShowParams, read_online
 from flows.simulate import SimulateParams, SimulateReport, simulate
 from flows.training import TrainParams, TrainReport, training
+from flows.world import WORLD_EXPERIMENT
 from service.model_names import CHAMPION
 from service.model_registry import registry_client, version_by_alias
 from service.online_features import FeatureRead
@@ -17,6 +20,8 @@ from service.settings import Settings
 
 # A user the world never saw: shows every profile feature falling back.
 UNKNOWN_USER = "new-user"
+# A candidate policy judged on the world's log before anyone would switch it on.
+CANDIDATE_POLICY = {"v3-few-shot": 0.8, "v1": 0.1, "v2-mentor": 0.1}
 
 
 class DemoParams(BaseModel):
@@ -36,6 +41,8 @@ class DemoResult(BaseModel):
     trained: TrainReport
     promoted: PromoteReport
     champion_card: ModelCard | None
+    experiments: ExperimentReport
+    candidate_policy: OpeReport
 
 
 @flow(name="demo")
@@ -52,6 +59,8 @@ def demo(params: DemoParams, settings: Settings | None = None) -> DemoResult:
     promoted = promote(settings)
     client = registry_client(settings)
     champion = version_by_alias(client, CHAMPION)
+    experiments = experiment_report(settings, experiment=WORLD_EXPERIMENT)
+    candidate = evaluate_policy(settings, WORLD_EXPERIMENT, CANDIDATE_POLICY)
     return DemoResult(
         simulated=simulated,
         features=report,
@@ -59,4 +68,6 @@ def demo(params: DemoParams, settings: Settings | None = None) -> DemoResult:
         trained=trained,
         promoted=promoted,
         champion_card=read_card(client, champion) if champion else None,
+        experiments=experiments,
+        candidate_policy=candidate,
     )

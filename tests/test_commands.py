@@ -29,6 +29,10 @@ def test_demo_then_the_card_then_feast_cli_on_its_repo(tmp_path):
     # A small world may or may not pass the gate; either way the decision is on the card.
     outcome = demo.stdout.split("promote: ")[1].split(":")[0]
     assert outcome in {"promoted", "kept"}
+    experiments = demo.stdout.split("experiment report")[1]
+    assert "world-uniform" in experiments and "SRM" in experiments
+    assert all(arm in experiments for arm in ("v1", "v2-mentor", "v3-few-shot"))
+    assert "IPS" in experiments and "SNIPS" in experiments and "DR" in experiments
     alias = "champion" if outcome == "promoted" else "challenger"
     card = run([str(BIN / "tipml"), "card", "--alias", alias, "--markdown"], tmp_path, env)
     assert "## Fairness (validation slices)" in card.stdout

@@ -16,11 +16,15 @@ from service.model_names import Alias
 from service.settings import ENV_VARS, Settings
 from tipml.bench_cli import bench_app
 from tipml.cli_support import console, fail, settings_of, validated
+from tipml.consume_cli import consume
+from tipml.experiments_cli import experiments_app
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 features_app = typer.Typer(no_args_is_help=True, help="Compute, inspect and export features.")
 app.add_typer(features_app, name="features")
 app.add_typer(bench_app, name="bench")
+app.add_typer(experiments_app, name="experiments")
+app.command("consume")(consume)
 
 
 @app.callback()
@@ -244,6 +248,10 @@ def demo(
     console.print(f"at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
     print_training(result.trained)
     console.print(f"promote: {result.promoted.outcome}: {result.promoted.reason}", markup=False)
+    console.print("\nexperiment report (the world's uniformly random prompt versions):")
+    console.print(result.experiments.summary(), markup=False, highlight=False, soft_wrap=True)
+    console.print("\noff-policy estimate of a candidate policy before switching it on:")
+    console.print(result.candidate_policy.summary(), markup=False, highlight=False, soft_wrap=True)
     if result.champion_card is None:
         console.print("no champion: the service needs one, so the demo stops here")
         return
@@ -273,7 +281,8 @@ def service_demo(settings: Settings) -> None:
     with bentoml_serve(settings, settings.data_dir / "demo-serve.log") as url:
         for path, body in (
             ("/score", {"user_id": user_id, "candidates": candidates, "context": context}),
-            ("/generate", {"user_id": user_id, "context": context}),
+            # Through the bandit: the policy picks the prompt version and logs the decision.
+            ("/generate", {"user_id": user_id, "context": context, "experiment": "prompt-bandit"}),
         ):
             response = httpx.post(f"{url}{path}", json=body, timeout=30)
             console.print(f"POST {path} -> {response.status_code}")

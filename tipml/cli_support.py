@@ -5,6 +5,7 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from service.settings import Settings
 
@@ -14,7 +15,8 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Escaped: option paths like `--policy[v1]` would otherwise read as Rich style tags.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
