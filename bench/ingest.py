@@ -153,7 +153,7 @@ async def subscribed(js: JetStreamContext, topology: Topology, timeout: float = 
                 if info.num_waiting > 0:  # a pull request is waiting: it is fetching
                     break
             except NotFoundError:
-                pass
+                pass  # the consumer has not created its durable yet: keep polling
             if time.monotonic() > deadline:
                 raise SystemExit("the consumer process did not subscribe in time")
             await asyncio.sleep(0.05)

@@ -38,13 +38,10 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 CI_LEVEL = 0.95
+# What identifies an item: its cell, its (model, prompt) group, its scenario and sample.
+_KEY_COLUMNS = ("cell_id", "cell", "model", "prompt_version", "scenario", "sample")
 ITEM_COLUMNS = (
-    "cell_id",
-    "cell",
-    "model",
-    "prompt_version",
-    "scenario",
-    "sample",
+    *_KEY_COLUMNS,
     *CRITERIA,
     "format_ok",
     "overlong",
@@ -163,12 +160,7 @@ def cell_label(model: str, prompt_version: str) -> str:
 
 
 _CELL_COLUMNS = (
-    "cell_id",
-    "cell",
-    "model",
-    "prompt_version",
-    "scenario",
-    "sample",
+    *_KEY_COLUMNS,
     "format_ok",
     "overlong",
     "latency_ms",

@@ -195,6 +195,20 @@ def msprt(
     )
 
 
+def _unchecked(
+    observed: dict[str, int], detail: str, expected: dict[str, float] | None = None
+) -> SrmResult:
+    """An SRM result with no test: `detail` says why."""
+    return SrmResult(
+        observed=observed,
+        expected=expected or {},
+        chi2=None,
+        p_value=None,
+        mismatch=False,
+        detail=detail,
+    )
+
+
 def sample_ratio_mismatch(decisions: pd.DataFrame, threshold: float = SRM_THRESHOLD) -> SrmResult:
     """Chi-square goodness of fit of decisions per arm against the logged propensities.
 
@@ -206,20 +220,14 @@ def sample_ratio_mismatch(decisions: pd.DataFrame, threshold: float = SRM_THRESH
     """
     observed = {str(a): int(n) for a, n in decisions["arm"].value_counts().sort_index().items()}
     if decisions.empty:
-        return SrmResult(
-            observed={}, expected={}, chi2=None, p_value=None, mismatch=False, detail="no data"
-        )
+        return _unchecked({}, "no data")
     spread = decisions.groupby(["policy_version", "arm"])["propensity"].agg(["min", "max"])
     varying = spread[spread["max"] - spread["min"] > _PROPENSITY_TOLERANCE]
     if not varying.empty:
         version, arm = varying.index[0]
-        return SrmResult(
-            observed=observed,
-            expected={},
-            chi2=None,
-            p_value=None,
-            mismatch=False,
-            detail=f"not checked: {arm}'s propensity varies within policy version {version} "
+        return _unchecked(
+            observed,
+            f"not checked: {arm}'s propensity varies within policy version {version} "
             "(a contextual policy); expected counts are unknown",
         )
     weights = spread["min"].unstack(fill_value=0.0)
@@ -227,13 +235,9 @@ def sample_ratio_mismatch(decisions: pd.DataFrame, threshold: float = SRM_THRESH
     unlogged = 1.0 - weights.sum(axis=1)
     if (unlogged < -_PROPENSITY_TOLERANCE).any():
         version = unlogged.idxmin()
-        return SrmResult(
-            observed=observed,
-            expected={},
-            chi2=None,
-            p_value=None,
-            mismatch=False,
-            detail=f"not checked: propensities of policy version {version} sum to "
+        return _unchecked(
+            observed,
+            f"not checked: propensities of policy version {version} sum to "
             f"{1 - unlogged[version]:.6f} > 1",
         )
     expected = {str(a): float(e) for a, e in weights.mul(per_version, axis=0).sum().items()}
@@ -242,14 +246,7 @@ def sample_ratio_mismatch(decisions: pd.DataFrame, threshold: float = SRM_THRESH
         observed = {**observed, UNLOGGED: 0}
         expected = {**expected, UNLOGGED: missing}
     if len(expected) < 2:
-        return SrmResult(
-            observed=observed,
-            expected=expected,
-            chi2=None,
-            p_value=None,
-            mismatch=False,
-            detail="one arm only: nothing to compare",
-        )
+        return _unchecked(observed, "one arm only: nothing to compare", expected)
     if min(expected.values()) < SRM_MIN_EXPECTED:
         return SrmResult(
             observed=observed,

@@ -69,7 +69,7 @@ def validation_start(as_of: datetime, validation_days: int) -> datetime:
 
 
 class NotEnoughData(RuntimeError):
-    pass
+    """Too few labelled impressions, or only one outcome, in a split to train or validate."""
 
 
 def slices(rows: pd.DataFrame, world_users: pd.DataFrame | None) -> pd.DataFrame:
