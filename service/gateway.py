@@ -11,7 +11,10 @@ An answer that breaks the output contract (service/prompts.py `check_output`) fa
 to the next model group instead of being retried: the same prompt to the same model tends to
 break it the same way, and the fallback answers sooner. When no group is left, or the one
 fallback for a bad answer is spent, the answer is returned with its flags and the caller
-decides. Nothing here logs prompt text or task titles (LiteLLM logs them only at DEBUG).
+decides. An answer that echoes the prompt is the exception: it would hand the instructions to
+the user, so it is never returned, whatever the budget; the next group answers, and when none
+is left the gateway fails. Nothing here logs prompt text, task titles or answers (LiteLLM logs
+them only at DEBUG).
 """
 
 import asyncio
@@ -40,7 +43,7 @@ _ENV_REFERENCE = "os.environ/"  # LiteLLM's spelling of a value read from the en
 
 
 class GatewayError(RuntimeError):
-    """No model group produced an answer."""
+    """No model group produced an answer that may be returned."""
 
 
 class DeploymentInfo(BaseModel):
@@ -211,7 +214,7 @@ class Gateway:
     async def generate(self, messages: list[dict[str, Any]], prompt_version: str) -> GenerateResult:
         """One tip from the first model group on the chain that answers within the contract.
 
-        Raises GatewayError when every group failed.
+        Raises GatewayError when every group failed or echoed the prompt.
         """
         started = time.perf_counter()
         chain = self.config.chain
@@ -224,6 +227,10 @@ class Gateway:
             if response is None:
                 continue
             check = check_output(response.choices[0].message.content or "")
+            if check.echoes_prompt:
+                failures.append(f"{group}: answer echoed the prompt")
+                log.warning("model group %s echoed the prompt; its answer is dropped", group)
+                continue
             broken = not check.format_ok or check.overlong
             if broken and may_reject_an_answer and position + 1 < len(chain):
                 may_reject_an_answer = False

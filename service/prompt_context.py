@@ -3,7 +3,8 @@
 The facts are the values the scorer reads for the same request (resolved profile features and
 the FeatureService's context features, never recomputed), so a prompt cannot describe a user
 the model never saw. Task titles are user content: they are cleaned and shortened here, at
-construction, and rendered only inside a fenced block whose delimiters they cannot contain.
+construction, to a whitelist of characters that cannot spell a fence delimiter, a column or a
+closing quote, and rendered only as quoted strings inside the fenced tasks block.
 
 This module owns the context's wire format in both directions: the blocks a prompt embeds
 (`facts_block`, `tasks_block`) and the parser the offline rules provider reads them back with.
@@ -11,6 +12,7 @@ This module owns the context's wire format in both directions: the blocks a prom
 
 import json
 import re
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Literal, get_args
 from zoneinfo import ZoneInfo
@@ -28,8 +30,40 @@ MAX_PROMPT_TITLE_CHARS = 60
 
 FACTS_OPEN, FACTS_CLOSE = "<facts>", "</facts>"
 TASKS_OPEN, TASKS_CLOSE = "<tasks>", "</tasks>"
-# Angle brackets and their look-alikes: without them a title cannot spell a fence delimiter.
-_FENCE_CHARS = "<>\u2039\u203a\u00ab\u00bb\u3008\u3009\uff1c\uff1e\ufe64\ufe65"
+_FENCE_NAMES = tuple(delimiter.strip("<>/") for delimiter in (FACTS_OPEN, TASKS_OPEN))
+
+# Characters drawn as angle brackets, after NFKC (which folds the fullwidth and small forms
+# to "<" and ">"). Titles are cleaned by a whitelist, so most of these never reach a prompt by
+# category alone; the letters among them are why the set exists: Unicode's confusables for "<"
+# and ">" include letters (Canadian syllabics PA and PO, runic KAUNA, Miao ARCHAIC ZZA), and
+# the syllabics PA/PO series' dotted forms (PAA, POO, PWA, PWO, ...) and final P draw the same
+# bracket with a dot or smaller. A letter category would let them through and a title could
+# spell "\u1438/tasks\u1433"; they are excluded by name. Answers are checked against the set.
+ANGLE_BRACKETS = frozenset(
+    "<>"
+    "\u00ab\u00bb"  # double angle quotation marks (guillemets)
+    "\u02c2\u02c3"  # modifier letter left and right arrowheads
+    "\u2039\u203a"  # single angle quotation marks
+    "\u226a\u226b"  # much less-than, much greater-than
+    "\u2329\u232a"  # left- and right-pointing angle brackets
+    "\u276c\u276d\u276e\u276f\u2770\u2771"  # angle bracket and quotation mark ornaments
+    "\u27e8\u27e9\u27ea\u27eb"  # mathematical (double) angle brackets
+    "\u2991\u2992\u29fc\u29fd"  # dotted and curved angle brackets
+    "\u3008\u3009\u300a\u300b"  # CJK (double) angle brackets
+    "\U0001d236\U0001d237"  # Greek instrumental notation symbols 40 and 42
+    "\u1433\u1434\u1435\u1440\u1441\u1442\u1443"  # syllabics PO, POO, Y-Cree POO, PWO...
+    "\u1438\u1439\u1444\u1445\u1446\u1447\u1448\u1449"  # syllabics PA, PAA, PWA..., P
+    "\u16b2"  # runic letter KAUNA
+    "\U00016f3f"  # Miao letter ARCHAIC ZZA
+)
+# Punctuation real titles use that cannot build a fence, a column or a closing quote: no
+# angle brackets, no "|", no '"' or "\\". The typographic apostrophe is here because phones
+# type it, the en and em dashes because editors turn hyphens into them.
+_TITLE_PUNCTUATION = frozenset(" .,:;!?()&/#%+@'-\u2019\u2013\u2014$\u20ac\u00a3")
+_TRUNCATED = "..."
+_BRACKET = "[" + "".join(re.escape(ch) for ch in sorted(ANGLE_BRACKETS)) + "]"
+_GAP = r"[\s/\u2044\u2215]*"  # spaces and slashes; NFKC keeps fraction and division slashes
+_FENCE_MARKER = re.compile(_BRACKET + _GAP + f"(?:{'|'.join(_FENCE_NAMES)})" + _GAP + _BRACKET)
 _FACTS_BLOCK = re.compile(
     rf"{re.escape(FACTS_OPEN)}\n(?P<json>.*?)\n{re.escape(FACTS_CLOSE)}", re.DOTALL
 )
@@ -52,13 +86,50 @@ Count = Annotated[int, Field(ge=0)]
 Hour = Annotated[int, Field(ge=0, le=23)]
 
 
+def fold(text: str) -> str:
+    """Text as it reads rather than as it is encoded: NFKC, case-folded, without the invisible
+    format characters (zero-width spaces and joiners, bidi controls, soft hyphens)."""
+    visible = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return unicodedata.normalize("NFKC", visible).casefold()
+
+
+def mentions_fence(text: str) -> bool:
+    """Whether `text` spells a fence delimiter such as </tasks>, in any case, width or
+    angle-bracket look-alike."""
+    return _FENCE_MARKER.search(fold(text)) is not None
+
+
+def _title_chars(title: str) -> str:
+    kept: list[str] = []
+    for ch in title:
+        category = unicodedata.category(ch)
+        if ch in ANGLE_BRACKETS:
+            kept.append(" ")
+        elif category[0] == "L" or category == "Nd" or ch in _TITLE_PUNCTUATION:
+            kept.append(ch)
+        elif category in {"Mn", "Mc"}:
+            # A mark belongs to the letter before it; alone it would draw over the space or
+            # the quote next to it (a combining vertical line reads as a column).
+            if kept and unicodedata.category(kept[-1])[0] in "LMN":
+                kept.append(ch)
+        elif category != "Cf":  # invisible format characters sit inside words: no gap
+            kept.append(" ")
+    return "".join(kept)
+
+
 def clean_title(title: str) -> str:
-    """One line, no fence characters, at most MAX_PROMPT_TITLE_CHARS characters."""
-    kept = "".join(" " if not ch.isprintable() else ch for ch in title if ch not in _FENCE_CHARS)
-    flat = " ".join(kept.split())
+    """One line of whitelisted characters, at most MAX_PROMPT_TITLE_CHARS of them.
+
+    Letters (but the angle-bracket look-alikes), combining marks, decimal digits, the space and
+    _TITLE_PUNCTUATION survive, after NFKC so that fullwidth forms fold to ASCII first; anything
+    else becomes a space. Cleaning a clean title changes nothing.
+    """
+    kept = _title_chars(unicodedata.normalize("NFKC", title))
+    # Dropping a character can bring a letter and a mark together: compose them as NFKC would.
+    flat = " ".join(unicodedata.normalize("NFKC", kept).split())
     if len(flat) <= MAX_PROMPT_TITLE_CHARS:
         return flat
-    return flat[: MAX_PROMPT_TITLE_CHARS - 1].rstrip() + "…"
+    return flat[: MAX_PROMPT_TITLE_CHARS - len(_TRUNCATED)].rstrip() + _TRUNCATED
 
 
 def _known_category(category: str | None) -> str | None:
@@ -71,7 +142,10 @@ class PromptTask(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     priority: Literal[1, 2, 3, 4]
-    due: str = Field(description="'overdue', 'due today', 'due tomorrow', 'due in N days' or ''")
+    due: str = Field(
+        pattern=r"^(?:overdue|due today|due tomorrow|due in \d+ days)?$",
+        description="'overdue', 'due today', 'due tomorrow', 'due in N days' or ''",
+    )
     title: Annotated[str, AfterValidator(clean_title)]
 
 
@@ -122,7 +196,9 @@ class PromptContext(BaseModel):
         return f"{FACTS_OPEN}\n{self.facts.model_dump_json()}\n{FACTS_CLOSE}"
 
     def tasks_block(self) -> str:
-        lines = [f"- p{t.priority} | {t.due or 'no due date'} | {t.title}" for t in self.tasks]
+        # Titles are quoted strings, data by their look: clean_title keeps no '"', "\\" or
+        # "|", so a title can neither close its quotes nor add a column.
+        lines = [f'- p{t.priority} | {t.due or "no due date"} | "{t.title}"' for t in self.tasks]
         return "\n".join([TASKS_OPEN, *(lines or ["(no open tasks)"]), TASKS_CLOSE])
 
 

@@ -3,13 +3,15 @@
 A released version never changes: tests pin each version's content hash, so new wording is a
 new version. Every version renders the same context blocks (service/prompt_context.py) and
 asks for the same output, which `check_output` checks in code: the gateway uses it to reject
-an answer, and the benchmark rubric scores answers with it.
+an answer, and the benchmark rubric scores answers with it. An answer that echoes the prompt
+(its instructions or its fence delimiters) breaks the contract too, and is flagged apart so the
+gateway never returns it.
 """
 
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from string import Formatter
 from types import MappingProxyType
 
@@ -24,7 +26,10 @@ from service.prompt_context import (
     PromptContext,
     PromptFacts,
     PromptTask,
+    fold,
+    mentions_fence,
 )
+from service.prompt_versions import RELEASED_PROMPT_VERSIONS
 
 MAX_TIP_CHARS = 200
 DEFAULT_PROMPT_VERSION = "v1"
@@ -203,6 +208,11 @@ _V3_FEW_SHOT = PromptVersion(
 PROMPTS: Mapping[str, PromptVersion] = MappingProxyType(
     {p.version: p for p in (_V1, _V2_MENTOR, _V3_FEW_SHOT)}
 )
+if tuple(PROMPTS) != RELEASED_PROMPT_VERSIONS:
+    raise RuntimeError(
+        f"service/prompt_versions.py releases {RELEASED_PROMPT_VERSIONS}, "
+        f"service/prompts.py defines {tuple(PROMPTS)}"
+    )
 
 
 class UnknownPromptVersion(ValueError):
@@ -267,21 +277,57 @@ _WRAPPED_IN_QUOTES = re.compile(rf"^[{_QUOTES}].*[{_QUOTES}][.!?]?$", re.DOTALL)
 _LIST_OR_HEADING = re.compile(r"^(?:[-*+\u2022]\s|#{1,6}\s|\d+[.)]\s)")
 
 
+# Words in a row that a tip shares with the prompt's own text before it counts as an echo: long
+# enough that no tip says them by chance, short enough to catch a sentence of the instructions.
+ECHO_WORDS = 8
+
+
+def _word_runs(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", fold(text))
+    return {tuple(words[i : i + ECHO_WORDS]) for i in range(len(words) - ECHO_WORDS + 1)}
+
+
+def _instruction_texts() -> Iterator[str]:
+    """Every fixed text a prompt sends: the shared rules, each version's system text, and its
+    template's text around the context blocks (not across them: no prompt says that run)."""
+    yield DATA_RULES
+    yield OUTPUT_CONTRACT
+    for prompt in PROMPTS.values():
+        yield prompt.system
+        yield from (literal for literal, _, _, _ in Formatter().parse(prompt.user_template))
+
+
+_INSTRUCTION_RUNS = frozenset(run for text in _instruction_texts() for run in _word_runs(text))
+
+
 class OutputCheck(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     text: str = Field(description="the output, stripped")
-    format_ok: bool = Field(description="one non-empty single-line tip, no preamble/quotes/list")
+    format_ok: bool = Field(
+        description="one non-empty single-line tip, no preamble/quotes/list, no prompt echo"
+    )
     overlong: bool = Field(description=f"more than {MAX_TIP_CHARS} characters")
+    echoes_prompt: bool = Field(
+        description=f"repeats {ECHO_WORDS} words in a row of a prompt's instructions, or a "
+        "fence delimiter such as </tasks>"
+    )
 
 
 def check_output(text: str) -> OutputCheck:
     """The output contract every version asks for, as code: the one definition of it."""
     tip = text.strip()
+    echoes_prompt = mentions_fence(tip) or not _INSTRUCTION_RUNS.isdisjoint(_word_runs(tip))
     format_ok = (
         len(tip.splitlines()) == 1
         and not _PREAMBLE.match(tip)
         and not _WRAPPED_IN_QUOTES.match(tip)
         and not _LIST_OR_HEADING.match(tip)
+        and not echoes_prompt
     )
-    return OutputCheck(text=tip, format_ok=format_ok, overlong=len(tip) > MAX_TIP_CHARS)
+    return OutputCheck(
+        text=tip,
+        format_ok=format_ok,
+        overlong=len(tip) > MAX_TIP_CHARS,
+        echoes_prompt=echoes_prompt,
+    )

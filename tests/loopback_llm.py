@@ -6,8 +6,11 @@ Each behaviour has its own path prefix, so one server plays every provider a tes
   /error/v1/chat/completions  HTTP 500
   /slow/v1/chat/completions   a good tip after `slow_s` seconds
   /bad/v1/chat/completions    an overlong tip with a preamble
+  /echo/v1/chat/completions   the request's system message, as a model that leaks its prompt
+  /say/v1/chat/completions    whatever the test set as `say`
   /ollama/api/chat            Ollama's non-streaming chat answer
   /ollama-slow/api/chat       the same after `slow_s` seconds
+  /ollama-echo/api/chat       Ollama answering with the request's system message
   /judge/api/chat             Ollama answering as a judge: JUDGE_SCORES as JSON
   /garbled/api/chat           Ollama answering a judge with prose, not JSON
   /<any ollama>/api/show      Ollama's model details: parameter_size from OLLAMA_SIZES, or 404
@@ -28,13 +31,17 @@ JUDGE_SCORES = {"relevance": 4, "actionability": 3, "tone": 5, "rationale": "fit
 GARBLED = "I would give this tip a solid four out of five overall."
 # What /api/show reports per model; any other model is unknown to this "Ollama" (404).
 OLLAMA_SIZES = {"llama3.2:3b": "3.2B", "qwen2.5:3b": "3.1B", "qwen2.5:7b": "7.6B"}
-OLLAMA_BEHAVIOURS = ("ollama", "ollama-slow", "judge", "garbled")
+OLLAMA_BEHAVIOURS = ("ollama", "ollama-slow", "ollama-echo", "judge", "garbled")
 
 
 @dataclass(frozen=True)
 class Recorded:
     path: str
     body: dict[str, Any]
+
+
+def _system_prompt(body: dict[str, Any]) -> str:
+    return next(m["content"] for m in body["messages"] if m["role"] == "system")
 
 
 def _openai_answer(model: str, content: str) -> dict[str, Any]:
@@ -73,6 +80,7 @@ def _ollama_answer(model: str, content: str) -> dict[str, Any]:
 class LoopbackLLM:
     def __init__(self, slow_s: float = 5.0) -> None:
         self.slow_s = slow_s
+        self.say = GOOD_TIP  # what /say answers
         self.requests: list[Recorded] = []
         self._release = threading.Event()  # ends slow answers early at shutdown
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -141,10 +149,13 @@ class LoopbackLLM:
                     elif behaviour in OLLAMA_BEHAVIOURS and self.path.endswith("/api/chat"):
                         if behaviour == "ollama-slow":
                             server._release.wait(server.slow_s)
-                        content = {
-                            "judge": json.dumps(JUDGE_SCORES),
-                            "garbled": GARBLED,
-                        }.get(behaviour, GOOD_TIP)
+                        if behaviour == "ollama-echo":
+                            content = _system_prompt(body)
+                        else:
+                            content = {
+                                "judge": json.dumps(JUDGE_SCORES),
+                                "garbled": GARBLED,
+                            }.get(behaviour, GOOD_TIP)
                         self._reply(200, _ollama_answer(model, content))
                     elif not self.path.endswith("/chat/completions"):
                         self._reply(404, {"error": {"message": f"no route {self.path}"}})
@@ -152,6 +163,10 @@ class LoopbackLLM:
                         self._reply(200, _openai_answer(model, GOOD_TIP))
                     elif behaviour == "bad":
                         self._reply(200, _openai_answer(model, BAD_TIP))
+                    elif behaviour == "echo":
+                        self._reply(200, _openai_answer(model, _system_prompt(body)))
+                    elif behaviour == "say":
+                        self._reply(200, _openai_answer(model, server.say))
                     elif behaviour == "slow":
                         server._release.wait(server.slow_s)
                         self._reply(200, _openai_answer(model, GOOD_TIP))
