@@ -2,8 +2,9 @@
 
 `export` writes the cells no judge has scored yet, with the rubric, as one JSON file whose
 schema is published (benchmark/schemas/judge-file.schema.json). `apply_file` validates the
-whole filled-in file (schema, rubric version and text, item ids, every score) and applies it
-in one transaction with the judge's identity, or applies nothing and lists every problem.
+whole filled-in file (strictly against that schema, rubric version and text, item ids, every
+score, and every item's exported content against the ledger) and applies it in one transaction
+with the judge's identity, or applies nothing and lists every problem.
 `auto` asks a model from benchmark/models.yaml at temperature 0 for JSON scores; an answer
 that does not parse is recorded as a failure, never as a score, and a sample of items can be
 judged k times to measure the judge's own variance.
@@ -19,10 +20,11 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from mlflow.entities import Metric, RunTag
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import from_json
 
 from benchmark.collect import DEFAULT_BENCHMARK
 from benchmark.compare import item_scores
@@ -37,6 +39,11 @@ from service.settings import Settings
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "judge-file.schema.json"
 SCHEMA_VERSION = 1
+# Above the largest benchmark's file today (7 models x 3 prompts x 10 scenarios x 20 samples:
+# 4,200 items of about 3 KB and 56 JSON values each). The value bound matters as much as the
+# byte one: each wrong value costs an error, and a million of them took 6 s and 1 GB.
+MAX_FILE_BYTES = 32 * 2**20
+MAX_JSON_VALUES = 300_000
 Score = Annotated[int, Field(ge=1, le=5)]
 
 
@@ -52,10 +59,19 @@ class JudgeRejected(ValueError):
 
 
 # --- the judge file: the published exchange format -------------------------------------------
+# Strict models: the schema says integer, boolean and string, so a file that says "4", 4.0 or
+# true is not a file the schema accepts, and lax validation would coerce it into one.
+
+
+def _exactly_int(value: object) -> object:
+    # pydantic's Literal takes true and 1.0 for 1, even in strict mode; the schema says integer.
+    if type(value) is not int:
+        raise ValueError("Input should be a valid integer")
+    return value
 
 
 class ItemScores(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     relevance: Score
     actionability: Score
@@ -64,7 +80,9 @@ class ItemScores(BaseModel):
 
 
 class JudgeItem(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """One cell to score. All but `scores` must come back as exported: apply checks the ledger."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     item_id: str = Field(min_length=1, description="the cell id; do not edit")
     scenario_id: str
@@ -76,15 +94,16 @@ class JudgeItem(BaseModel):
 
 
 class RubricRef(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    version: str
+    # Rubric.version's own pattern: a file name in benchmark/rubrics, never a path out of it.
+    version: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$")
     text_sha256: str
     text: str
 
 
 class JudgeIdentity(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$")
     kind: Literal["human", "llm", "rules"]
@@ -100,9 +119,9 @@ class JudgeIdentity(BaseModel):
 class JudgeFile(BaseModel):
     """One batch of items for one judge. Fill in `judge` and every item's `scores`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    schema_version: Literal[1]
+    schema_version: Annotated[Literal[1], BeforeValidator(_exactly_int)]
     benchmark: str
     rubric: RubricRef
     judge: JudgeIdentity
@@ -134,6 +153,18 @@ def _scenarios(cells: list[Cell]) -> dict[tuple[str, str], Scenario]:
             )
         found.update({(set_id, s.id): s for s in scenario_set.scenarios})
     return found
+
+
+def _exported_item(cell: Cell, scenarios: dict[tuple[str, str], Scenario]) -> JudgeItem:
+    """The item export writes for `cell`, so also what apply must get back, scores aside."""
+    return JudgeItem(
+        item_id=cell.cell_id,
+        scenario_id=cell.scenario_id,
+        context=scenarios[(cell.scenario_set, cell.scenario_id)].prompt_context(),
+        tip=cell.text,
+        format_ok=cell.format_ok,
+        overlong=cell.overlong,
+    )
 
 
 def _rubric_ref(rubric: Rubric) -> RubricRef:
@@ -208,17 +239,7 @@ def export(
         "rubric": _rubric_ref(rubric).model_dump(),
         "judge": {"name": "FILL-IN", "kind": "human"},
         "exported_at": now.isoformat(),
-        "items": [
-            JudgeItem(
-                item_id=c.cell_id,
-                scenario_id=c.scenario_id,
-                context=scenarios[(c.scenario_set, c.scenario_id)].prompt_context(),
-                tip=c.text,
-                format_ok=c.format_ok,
-                overlong=c.overlong,
-            ).model_dump(mode="json")
-            for c in pending
-        ],
+        "items": [_exported_item(c, scenarios).model_dump(mode="json") for c in pending],
     }
     target = path or settings.bench_dir / f"judge-{benchmark}-{now:%Y%m%dT%H%M%SZ}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -226,8 +247,84 @@ def export(
     return ExportReport(path=target, items=len(pending), schema_path=SCHEMA_PATH)
 
 
+def _short(part: str | int) -> str:
+    # Unknown keys are the file's own text: bounded, so a problem line stays a line.
+    text = str(part)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
 def _validation_problems(error: ValidationError) -> list[str]:
-    return [f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg']}" for e in error.errors()]
+    return [
+        f"{'.'.join(_short(p) for p in e['loc']) or '(file)'}: {e['msg']}"
+        for e in error.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def _over_budget(document: object) -> bool:
+    """Whether `document` holds more than MAX_JSON_VALUES values, counted until it does."""
+    pending, counted = [document], 1
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict | list):
+            counted += len(value)
+            if counted > MAX_JSON_VALUES:
+                return True
+            pending.extend(value.values() if isinstance(value, dict) else value)
+    return False
+
+
+class _JudgeFileRead(NamedTuple):
+    data: bytes
+    document: dict  # the JSON as written, before validation coerced any of it
+    batch: JudgeFile
+
+
+def _read_judge_file(path: Path) -> _JudgeFileRead:
+    """The file's bytes, its JSON and its validated content; or JudgeRejected saying why not."""
+    try:
+        with path.open("rb") as file:
+            # One byte past the limit, not stat(): a device or a pipe reports no size.
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise JudgeRejected([f"{path.name} cannot be read: {error.strerror}"]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise JudgeRejected([f"{path.name} is over {MAX_FILE_BYTES // 2**20} MiB"])
+    try:
+        # pydantic's parser: it bounds nesting depth, and refuses bad UTF-8 and huge numbers.
+        document = from_json(data)
+    except ValueError as error:
+        raise JudgeRejected([f"{path.name} is not valid JSON: {error}"]) from None
+    if _over_budget(document):
+        raise JudgeRejected([f"{path.name} holds over {MAX_JSON_VALUES:,} JSON values"])
+    try:
+        # strict=True here too: the models' strict config does not reach PromptContext, which
+        # service/ owns and validates laxly for its other callers. From the bytes again, as
+        # JSON: strict validation of a Python str would refuse `exported_at`.
+        batch = JudgeFile.model_validate_json(data, strict=True)
+    except ValidationError as error:
+        raise JudgeRejected(_validation_problems(error)) from None
+    return _JudgeFileRead(data=data, document=document, batch=batch)
+
+
+def _as_exported(sent: object, exported: object) -> bool:
+    """Whether JSON value `sent` is `exported` as the schema types it: a number may be written
+    1 or 1.0, an integer only 1, and true is never 1 (validation alone lets both pass for a
+    Literal[1, 2, 3, 4], such as a task's priority)."""
+    if isinstance(exported, float):
+        return type(sent) in (int, float) and sent == exported
+    if isinstance(exported, dict):
+        return (
+            type(sent) is dict
+            and sent.keys() == exported.keys()
+            and all(_as_exported(sent[key], value) for key, value in exported.items())
+        )
+    if isinstance(exported, list):
+        return (
+            type(sent) is list
+            and len(sent) == len(exported)
+            and all(map(_as_exported, sent, exported))
+        )
+    return type(sent) is type(exported) and sent == exported
 
 
 class ApplyReport(BaseModel):
@@ -240,21 +337,8 @@ class ApplyReport(BaseModel):
 
 def apply_file(settings: Settings, path: Path) -> ApplyReport:
     """Validate all of `path`, then apply it in one transaction; or raise JudgeRejected."""
-    raw = path.read_text()
-    try:
-        document = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise JudgeRejected(
-            [
-                f"{path.name} is not valid JSON (truncated?): {error.msg} at line {error.lineno}, "
-                f"column {error.colno}"
-            ]
-        ) from None
-    try:
-        batch = JudgeFile.model_validate(document)
-    except ValidationError as error:
-        raise JudgeRejected(_validation_problems(error)) from None
-
+    read = _read_judge_file(path)
+    batch = read.batch
     problems: list[str] = []
     try:
         rubric = load_rubric(batch.rubric.version)
@@ -268,16 +352,28 @@ def apply_file(settings: Settings, path: Path) -> ApplyReport:
         already = {
             j.cell_id for j in store.judgments(rubric.version) if j.judge == batch.judge.name
         }
+        # The ledger, not the file, says what was exported: a digest carried in the file could
+        # be recomputed by whoever edited it.
+        scenarios = _scenarios([cells[i.item_id] for i in batch.items if i.item_id in cells])
         seen: set[str] = set()
         judgments = []
         for index, item in enumerate(batch.items):
             where = f"items.{index} ({item.item_id[:12]})"
-            if item.item_id not in cells:
+            cell = cells.get(item.item_id)
+            if cell is None:
                 problems.append(f"{where}: unknown item id in benchmark {batch.benchmark!r}")
             elif item.item_id in seen:
                 problems.append(f"{where}: duplicate item id")
             elif item.item_id in already:
                 problems.append(f"{where}: already judged by {batch.judge.name!r}")
+            if cell is not None:
+                sent = read.document["items"][index]
+                exported = _exported_item(cell, scenarios).model_dump(mode="json")
+                problems.extend(
+                    f"{where}: {name} is not what was exported; a judge scores it, never edits it"
+                    for name, value in exported.items()
+                    if name != "scores" and not _as_exported(sent[name], value)
+                )
             if item.scores is None:
                 problems.append(f"{where}: scores missing")
             seen.add(item.item_id)
@@ -293,7 +389,7 @@ def apply_file(settings: Settings, path: Path) -> ApplyReport:
                 )
         if problems:
             raise JudgeRejected(problems)
-        batch_id = _batch_id(batch.judge.name, rubric, raw)
+        batch_id = _batch_id(batch.judge.name, rubric, read.data.decode())
         store.apply_batch(
             JudgeBatch(
                 batch_id=batch_id,

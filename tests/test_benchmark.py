@@ -3,20 +3,26 @@ loopback server that speaks Ollama's /api/show and /api/chat (tests/loopback_llm
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
+import hypothesis
 import pytest
 import yaml
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from benchmark.collect import CELL_TAG, CollectParams, collect
 from benchmark.judge_prompt import judge_messages, parse_scores, parse_tip
 from benchmark.judging import (
+    MAX_FILE_BYTES,
+    MAX_JSON_VALUES,
     SCHEMA_PATH,
     AutoJudgeParams,
     JudgeRejected,
@@ -362,6 +368,214 @@ def test_malformed_judge_files_apply_nothing_and_say_why(collected, tmp_path):
     assert run.data.metrics["relevance"] == 4 and run.data.metrics["tone"] == 5
     rubric_text = client.download_artifacts(run.info.run_id, "rubric-tip-v1.yaml")
     assert Path(rubric_text).read_text() == load_rubric().text
+
+
+# --- the judge file as an attacker writes it ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def judge_file(tmp_path_factory) -> tuple[Settings, dict]:
+    """A ledger of 36 collected cells and their exported judge file, filled in, not applied.
+    Shared by the tests below: each one leaves the ledger as it found it."""
+    settings = Settings(home=tmp_path_factory.mktemp("judge-file"))
+    assert collect(CollectParams(models=OFFLINE, scenarios=SCENARIOS), settings).collected == 36
+    return settings, filled(export(settings).path)
+
+
+def ledger_dump(settings: Settings) -> list[str]:
+    with closing(sqlite3.connect(settings.bench_dir / "bench.db")) as db:
+        return list(db.iterdump())
+
+
+def at(document: object, path: tuple) -> object:
+    for step in path:
+        document = document[step]
+    return document
+
+
+def put(document: object, path: tuple, value: object) -> object:
+    """A copy of `document` with `value` at `path`, a tuple of keys and list indexes."""
+    document = json.loads(json.dumps(document))
+    at(document, path[:-1])[path[-1]] = value
+    return document
+
+
+def refusal(settings: Settings, path: Path) -> str:
+    """Why `path` is refused, having checked that the ledger is as it was."""
+    before = ledger_dump(settings)
+    with pytest.raises(JudgeRejected) as refused:
+        apply_file(settings, path)
+    assert ledger_dump(settings) == before
+    return str(refused.value)
+
+
+def test_a_judge_file_value_coercible_to_the_schema_type_is_refused_by_field(judge_file, tmp_path):
+    settings, good = judge_file
+    # An item whose first task has priority 1: pydantic's Literal takes true and 1.0 for it.
+    first = next(
+        i for i, item in enumerate(good["items"]) if item["context"]["tasks"][0]["priority"] == 1
+    )
+    priority = ("items", first, "context", "tasks", 0, "priority")
+    cases = [
+        (("items", 0, "scores", "relevance"), "4", r"items\.0\.scores\.relevance: .*valid integer"),
+        (("items", 1, "scores", "tone"), True, r"items\.1\.scores\.tone: .*valid integer"),
+        (
+            ("items", 2, "scores", "actionability"),
+            4.0,
+            r"items\.2\.scores\.actionability: .*integer",
+        ),
+        (("items", 3, "format_ok"), 1, r"items\.3\.format_ok: .*valid boolean"),
+        (("items", 3, "overlong"), "false", r"items\.3\.overlong: .*valid boolean"),
+        (("items", 4, "tip"), 4, r"items\.4\.tip: .*valid string"),
+        (("items", 4, "context", "facts", "hour_of_day"), 4.0, r"facts\.hour_of_day: .*integer"),
+        (("items", 4, "context", "facts", "streak_days"), "3", r"facts\.streak_days: .*integer"),
+        (("schema_version",), True, r"schema_version: .*valid integer"),
+        (("schema_version",), 1.0, r"schema_version: .*valid integer"),
+        (("judge", "name"), 7, r"judge\.name: .*valid string"),
+        (priority, True, rf"items\.{first} .*: context is not what was exported"),
+        (priority, 1.0, rf"items\.{first} .*: context is not what was exported"),
+    ]
+    for path, value, reason in cases:
+        message = refusal(settings, write(tmp_path / "lax.json", put(good, path, value)))
+        assert re.search(reason, message), (path, value, message)
+
+
+def test_a_judge_file_whose_exported_content_was_edited_is_refused_by_item_and_field(
+    judge_file, tmp_path
+):
+    settings, good = judge_file
+    item = good["items"][5]
+    other_scenario = next(s for s in SCENARIOS if s != item["scenario_id"])
+    streak = item["context"]["facts"]["streak_days"]
+    edits = {
+        "tip": item["tip"] + " Also, our premium plan.",
+        "scenario_id": other_scenario,
+        "format_ok": not item["format_ok"],
+        "context": put(item["context"], ("facts", "streak_days"), streak + 1),
+    }
+    for field, value in edits.items():
+        message = refusal(
+            settings, write(tmp_path / "edited.json", put(good, ("items", 5, field), value))
+        )
+        assert f"items.5 ({item['item_id'][:12]}): {field} is not what was exported" in message
+        assert "premium plan" not in message and other_scenario not in message
+
+
+def test_a_malformed_judge_file_is_a_clear_refusal_never_a_traceback(judge_file, tmp_path):
+    settings, good = judge_file
+    text = json.dumps(good)
+    huge = tmp_path / "huge.json"
+    with huge.open("wb") as file:
+        file.truncate(MAX_FILE_BYTES + 1)
+    long_key = "k" * 10_000
+    cases = {
+        "empty": (b"", "empty.json is not valid JSON"),
+        "prose": (b"relevance four, tone five", "prose.json is not valid JSON"),
+        "array": (json.dumps(good["items"]).encode(), r"\(file\): Input should be an object"),
+        "nested": (b"[" * 100_000 + b"]" * 100_000, "not valid JSON: recursion limit exceeded"),
+        "wide": (b"[" + b"0," * MAX_JSON_VALUES + b"0]", "holds over 300,000 JSON values"),
+        "latin-1": (text.encode().replace(b'"ana"', b'"an\xe1"'), "not valid JSON"),
+        "big number": (
+            text.replace('"tone": 5', '"tone": ' + "9" * 5000, 1).encode(),
+            "not valid JSON",
+        ),
+        "unknown field": (
+            json.dumps(put(good, ("items", 2, "bonus"), 1)).encode(),
+            r"items\.2\.bonus: Extra inputs",
+        ),
+        "long unknown field": (
+            json.dumps(put(good, ("judge", long_key), 1)).encode(),
+            r"judge\.k{39}…: Extra",
+        ),
+        "duplicate id": (
+            json.dumps(put(good, ("items", 7), good["items"][3])).encode(),
+            r"items\.7 .*duplicate item id",
+        ),
+        "rubric path": (
+            json.dumps(put(good, ("rubric", "version"), "../models")).encode(),
+            r"rubric\.version: String should match",
+        ),
+    }
+    files = {name: tmp_path / f"{name}.json" for name in cases}
+    for name, (data, _) in cases.items():
+        files[name].write_bytes(data)
+    files["huge"] = huge
+    cases["huge"] = (b"", f"huge.json is over {MAX_FILE_BYTES // 2**20} MiB")
+    for name, (_, reason) in cases.items():
+        message = refusal(settings, files[name])
+        assert re.search(reason, message), (name, message)
+        assert long_key not in message
+    result = CliRunner().invoke(
+        app, ["--home", str(settings.home), "bench", "judge", "apply", str(files["nested"])]
+    )
+    assert result.exit_code == 1 and "nothing applied" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def like(value: object) -> st.SearchStrategy:
+    """Values of the JSON type of `value`: mutations that get past type checks to the others."""
+    if isinstance(value, bool):
+        return st.booleans()
+    if isinstance(value, int):
+        return st.integers(-1, 6)
+    if isinstance(value, float):
+        return st.floats(0, 1)
+    if isinstance(value, str):
+        return st.text(max_size=12)
+    return json_values
+
+
+def json_paths(value: object, path: tuple = ()) -> list[tuple]:
+    """The path of every value in `value`, itself first."""
+    if isinstance(value, dict):
+        children = value.items()
+    elif isinstance(value, list):
+        children = enumerate(value)
+    else:
+        children = ()
+    return [path] + [p for key, child in children for p in json_paths(child, (*path, key))]
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(data=st.data())
+def test_a_mutated_judge_file_is_applied_whole_or_refused_changing_nothing(judge_file, data):
+    settings, good = judge_file
+    # Three items: the other fields get a fair share of the mutations, and an apply stays quick.
+    document = put(good, ("items",), good["items"][:3])
+    for _ in range(data.draw(st.integers(0, 3), label="mutations")):
+        path = data.draw(st.sampled_from(json_paths(document)), label="path")
+        if isinstance(at(document, path), dict) and data.draw(st.booleans(), label="new key"):
+            path = (*path, data.draw(st.text(max_size=8), label="key"))
+            value = data.draw(json_values, label="value")
+        else:
+            value = data.draw(like(at(document, path)) | json_values, label="value")
+        document = put(document, path, value) if path else value
+    mutant = write(settings.home / "mutant.json", document)
+    ledger = settings.bench_dir / "bench.db"
+    with closing(sqlite3.connect(":memory:")) as snapshot:
+        with closing(sqlite3.connect(ledger)) as live:
+            live.backup(snapshot)
+        before = ledger_dump(settings)
+        try:
+            report = apply_file(settings, mutant)
+        except JudgeRejected as refused:
+            hypothesis.event("refused", refused.problems[0].split(":")[0])
+            assert ledger_dump(settings) == before
+        else:  # none, or one a judge may make (a score, the rationale, the name): all applied
+            hypothesis.event("applied")
+            assert report.applied == len(document["items"])
+            # Undone, so that the next example's file is not "already judged".
+            with closing(sqlite3.connect(ledger)) as live:
+                snapshot.backup(live)
 
 
 def test_auto_judging_refuses_its_own_family_and_counts_unparseable_answers(collected, loopback):
