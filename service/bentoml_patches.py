@@ -55,21 +55,25 @@ async def _call_and_cancel_timer(self: traffic.TimeoutMiddleware, scope, receive
         timer.cancel()
 
 
+def on_checked_version(subject: str) -> bool:
+    """True on the BentoML versions tipml's changes to its internals were checked on; on any
+    other, `subject` is left as BentoML ships it, and the log says so."""
+    version = Version(bentoml.__version__)
+    if FIRST_AFFECTED <= version <= LAST_CHECKED:
+        return True
+    log.info("BentoML %s: %s left as shipped (checked up to %s)", version, subject, LAST_CHECKED)
+    return False
+
+
 def patch_timeout_middleware() -> bool:
     """Apply the fix where it is known to be needed; True when the running BentoML has it."""
     current = traffic.TimeoutMiddleware.__call__
     if current is _call_and_cancel_timer:
         return True
-    version = Version(bentoml.__version__)
-    if not FIRST_AFFECTED <= version <= LAST_CHECKED:
-        log.info(
-            "BentoML %s: TimeoutMiddleware left as shipped (fix checked up to %s)",
-            version,
-            LAST_CHECKED,
-        )
+    if not on_checked_version("TimeoutMiddleware"):
         return False
     if _LEAKING_LINE not in inspect.getsource(current):
-        log.info("BentoML %s: TimeoutMiddleware no longer has the timer leak", version)
+        log.info("BentoML %s: TimeoutMiddleware no longer has the timer leak", bentoml.__version__)
         return False
     traffic.TimeoutMiddleware.__call__ = _call_and_cancel_timer
     return True

@@ -45,6 +45,7 @@ from service.experiments import (
 )
 from service.feast_store import open_store
 from service.gateway import Gateway, GatewayError
+from service.http_boundary import guard_http_boundary
 from service.model_names import CHALLENGER, CHAMPION, MODEL_NAME
 from service.model_registry import ModelRejected, load_scorer, registry_client, version_by_alias
 from service.online_features import OnlineFeatureReader
@@ -93,6 +94,7 @@ def _workers(value: str) -> int | str:
 REMOTE_READ_BUDGET_S = 0.05
 
 
+@guard_http_boundary
 @bentoml.service(
     name="tipml",
     # One process per core, each with its own Feast store and models: /score is CPU-bound

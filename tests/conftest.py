@@ -58,3 +58,28 @@ def served_home(tmp_path_factory, prefect_server) -> Settings:
     assert promote(settings).outcome == "promoted"
     training(TrainParams(as_of=as_of, min_rows=300), settings)  # stays challenger: shadow
     return settings
+
+
+@pytest.fixture(scope="session")
+def client(served_home):
+    """The BentoML service in-process (its ASGI app) over `served_home`, for the session.
+
+    One per process: BentoML registers its request metrics when it builds the app, and a
+    second app in the same process fails on the duplicate. The environment names the served
+    home only while the service starts, which is when it reads it; the registry is pinned too,
+    since MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI for whoever runs next.
+    """
+    from starlette.testclient import TestClient
+
+    from service.service import TipService
+    from service.settings import ENV_VARS
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ENV_VARS["home"], str(served_home.home))
+        patch.setenv(ENV_VARS["mlflow_tracking_uri"], served_home.tracking_uri)
+        test_client = TestClient(TipService.to_asgi())
+        test_client.__enter__()
+    try:
+        yield test_client
+    finally:
+        test_client.__exit__(None, None, None)

@@ -9,6 +9,7 @@ import httpx
 from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.profile_features import PROFILE_FEATURES
 from service.settings import ENV_VARS, Settings
+from tests.test_http_boundary import SECRET, SECRET_BODY, SECRET_PATHS, TWO_MIB
 from tests.test_service import CONTEXT
 from tipml.serving import BIN, PROJECT_DIR, bentoml_serve, free_port
 
@@ -20,7 +21,8 @@ BODY = {
 
 
 def test_bentoml_serve_answers_scores_errors_and_its_own_endpoints(served_home, tmp_path):
-    with bentoml_serve(served_home, tmp_path / "serve.log") as url:
+    log_path = tmp_path / "serve.log"
+    with bentoml_serve(served_home, log_path) as url:
         body = httpx.post(f"{url}/score", json=BODY, timeout=10).json()
         assert len(body["candidates"]) == 8 and body["degraded"] is False
         bad = httpx.post(f"{url}/score", json=BODY | {"user_id": ""}, timeout=10)
@@ -29,6 +31,20 @@ def test_bentoml_serve_answers_scores_errors_and_its_own_endpoints(served_home, 
         assert "bentoml_service_request_total" in httpx.get(f"{url}/metrics").text
         spec = httpx.get(f"{url}/docs.json").json()
         assert {"/score", "/generate", "/feedback"} <= set(spec["paths"])
+        # User text in a bad request stays out of the log; other bodies are refused unread.
+        secret = httpx.post(f"{url}/score", json=SECRET_BODY, timeout=10)
+        multipart = httpx.post(f"{url}/score", files={"f": b"x"}, timeout=10)
+        huge = httpx.post(
+            f"{url}/score",
+            content=TWO_MIB,
+            headers={"content-type": "application/json"},
+            timeout=10,
+        )
+    assert (secret.status_code, multipart.status_code, huge.status_code) == (400, 415, 413)
+    log = log_path.read_text()
+    assert SECRET not in log and "Traceback" not in log
+    [line] = [line for line in log.splitlines() if "400 POST /score" in line and "title" in line]
+    assert "[WARNING]" in line and all(path in line for path in SECRET_PATHS)
 
 
 def test_a_lost_store_and_a_dead_llm_still_get_answers(served_home, tmp_path):

@@ -18,7 +18,6 @@ from service.feast_store import open_store
 from service.model_registry import load_scorer, registry_client, version_by_alias
 from service.online_features import OnlineFeatureReader
 from service.scoring import candidate_frame
-from service.settings import ENV_VARS, Settings
 
 NOW = datetime.now(UTC)
 CONTEXT = {
@@ -35,19 +34,6 @@ CONTEXT = {
     ],
 }
 CANDIDATES = [{"tip_id": f"tip-{i}", "category": TIP_CATEGORIES[i % 4]} for i in range(20)]
-
-
-def client_for(home: Settings, monkeypatch) -> TestClient:
-    from service.service import TipService
-
-    monkeypatch.setenv(ENV_VARS["home"], str(home.home))
-    return TestClient(TipService.to_asgi())
-
-
-@pytest.fixture(scope="module")
-def client(served_home):
-    with pytest.MonkeyPatch.context() as patch, client_for(served_home, patch) as test_client:
-        yield test_client
 
 
 def score(client: TestClient, **changes) -> dict:
