@@ -90,10 +90,15 @@ CONTEXT_FEATURES: tuple[ContextFeature, ...] = (
 def request_context_features(inputs: dict[str, Any]) -> dict[str, Any]:
     # Feast rebuilds this function from its source text when serving: everything it uses must
     # be imported or defined inside it. Fallbacks repeat CONTEXT_FEATURES; a test pins them.
+    # It never raises, whatever a row holds: requests are validated before they get here, but
+    # the training read runs it over every logged context, and one unreadable row must cost
+    # that row its values, not the whole read. Each unreadable part falls back on its own.
+    import contextlib
     import json
     from datetime import UTC, datetime
     from zoneinfo import ZoneInfo
 
+    unreadable = (TypeError, ValueError, KeyError, AttributeError, OverflowError, OSError)
     out: dict[str, list[int]] = {
         "hour_of_day": [],
         "day_of_week": [],
@@ -107,26 +112,34 @@ def request_context_features(inputs: dict[str, Any]) -> dict[str, Any]:
     ):
         try:
             zone = ZoneInfo(tz_name or "UTC")
-        except (ValueError, KeyError):
+        except unreadable:  # unknown names, and directories ("America") raise OSErrors
             zone = UTC
         try:
             now = datetime.fromisoformat(ts_text).astimezone(zone)
-        except (TypeError, ValueError):
+        except unreadable:
             now = None
         try:
             tasks = json.loads(tasks_text) if tasks_text else []
-        except ValueError:
+        except unreadable:
             tasks = []
+        if not isinstance(tasks, list):
+            tasks = []
+        tasks = [t for t in tasks if isinstance(t, dict)]
 
         overdue = due_today = 0
-        priorities = [int(t["priority"]) for t in tasks if t.get("priority") is not None]
-        if now is not None:
-            for task in tasks:
-                if not task.get("due"):
-                    continue
+        priorities = []
+        for task in tasks:
+            with contextlib.suppress(*unreadable):
+                priorities.append(int(task["priority"]))
+            if now is None or not task.get("due"):
+                continue
+            try:
                 due = datetime.fromisoformat(task["due"]).astimezone(zone)
-                overdue += due < now
-                due_today += due.date() == now.date()
+                is_overdue, is_today = due < now, due.date() == now.date()
+            except unreadable:  # a naive or far-off due time cannot be placed: no due date
+                continue
+            overdue += is_overdue
+            due_today += is_today
 
         out["hour_of_day"].append(now.hour if now is not None else 12)
         out["day_of_week"].append(now.weekday() if now is not None else 0)

@@ -5,10 +5,31 @@ from pathlib import Path
 
 from feast import FeatureView
 
+from feature_repo.bounds import ALL_DAY_DUE_TIME, EARLIEST, LATEST, MAX_TIMEZONE_CHARS
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES, feature_field
 
 CONTRACT_PATH = Path(__file__).parent / "contracts" / "profile_features.json"
-CONTRACT_VERSION = 1
+# 2: each feature's accepted range, and the rules for the request context's values.
+CONTRACT_VERSION = 2
+
+
+def _request_context_rules() -> dict:
+    return {
+        "timestamps": {
+            "format": "ISO 8601 with an offset",
+            "from": EARLIEST.isoformat(),
+            "until": LATEST.isoformat(),
+        },
+        "timezone": {
+            "format": "an IANA zone name from tzdata (not a directory such as 'America')",
+            "maxChars": MAX_TIMEZONE_CHARS,
+        },
+        "allDayDue": {
+            "format": "YYYY-MM-DD",
+            "meaning": "due at the end of that day in the request's timezone",
+            "localTime": ALL_DAY_DUE_TIME.isoformat(),
+        },
+    }
 
 
 def profile_contract() -> dict:
@@ -16,6 +37,7 @@ def profile_contract() -> dict:
         "version": CONTRACT_VERSION,
         "featureView": "user_profile",
         "entityKey": "user_id",
+        "requestContext": _request_context_rules(),
         "features": [
             {
                 "name": f.name,
@@ -23,6 +45,8 @@ def profile_contract() -> dict:
                 "ttlSec": int(f.ttl.total_seconds()),
                 "source": f.source,
                 "fallback": f.fallback,
+                "minimum": f.minimum,
+                "maximum": f.maximum,
                 "description": f.description,
             }
             for f in PROFILE_FEATURES

@@ -27,12 +27,17 @@ class ProfileFeature(BaseModel):
     ttl: timedelta
     source: str
     fallback: int | float
+    # The values the feature can take: what a request may supply and a row may hold.
+    minimum: int | float
+    maximum: int | float
     description: str
 
     @model_validator(mode="after")
     def _fallback_matches_dtype(self) -> "ProfileFeature":
         if self.dtype == "int64" and not isinstance(self.fallback, int):
             raise ValueError(f"{self.name}: int64 feature needs an int fallback")
+        if not self.minimum <= self.fallback <= self.maximum:
+            raise ValueError(f"{self.name}: fallback outside [{self.minimum}, {self.maximum}]")
         return self
 
 
@@ -41,6 +46,10 @@ _TIPS = "events: impression, feedback"
 _DAILY = timedelta(days=2)  # a daily job may miss one run before the value is stale
 _MONTHLY = timedelta(days=7)
 _ACCEPT_PRIOR = 0.2
+_RATE = {"minimum": 0.0, "maximum": 1.0}
+_COUNT = {"minimum": 0, "maximum": 1_000_000}
+# A century: as long as the plausible range of timestamps (feature_repo/bounds.py).
+_DAYS = {"minimum": 0, "maximum": 36_525}
 
 PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
     ProfileFeature(
@@ -49,6 +58,7 @@ PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
         ttl=_DAILY,
         source=_TASKS,
         fallback=0.5,
+        **_RATE,
         description="Tasks completed in 7 days / tasks open at any time in those 7 days.",
     ),
     ProfileFeature(
@@ -57,6 +67,7 @@ PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
         ttl=_DAILY,
         source=_TASKS,
         fallback=0,
+        **_COUNT,
         description="Tasks completed in the 7 days before as-of.",
     ),
     ProfileFeature(
@@ -65,6 +76,7 @@ PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
         ttl=_DAILY,
         source=_TASKS,
         fallback=0,
+        **_COUNT,
         description="Open tasks at as-of (end of the UTC day).",
     ),
     ProfileFeature(
@@ -73,6 +85,7 @@ PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
         ttl=_DAILY,
         source=_TASKS,
         fallback=0,
+        **_COUNT,
         description="Open tasks past their due time at as-of.",
     ),
     ProfileFeature(
@@ -81,6 +94,8 @@ PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
         ttl=timedelta(days=14),
         source=f"{_TASKS}; {_TIPS}",
         fallback=-1,
+        minimum=-1,
+        maximum=23,
         description=(
             "Circular mean local hour (0-23) of completions and accepted tips in 28 days; "
             "-1 unknown."
@@ -92,6 +107,7 @@ PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
         ttl=_DAILY,
         source=_TIPS,
         fallback=0,
+        **_COUNT,
         description="Tip impressions in the 7 days before as-of.",
     ),
     ProfileFeature(
@@ -100,6 +116,7 @@ PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
         ttl=_MONTHLY,
         source=_TIPS,
         fallback=_ACCEPT_PRIOR,
+        **_RATE,
         description="Accepted tips / tips shown in 28 days.",
     ),
     ProfileFeature(
@@ -108,6 +125,7 @@ PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
         ttl=_DAILY,
         source=f"{_TASKS}; {_TIPS}",
         fallback=0,
+        **_DAYS,
         description="Consecutive active UTC days ending on the as-of day.",
     ),
     ProfileFeature(
@@ -116,6 +134,8 @@ PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
         ttl=_MONTHLY,
         source=f"{_TASKS}; {_TIPS}",
         fallback=0,
+        minimum=0,
+        maximum=28,
         description="Days with a task change or an explicit tip reaction in 28 days.",
     ),
     ProfileFeature(
@@ -124,6 +144,7 @@ PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
         ttl=_DAILY,
         source=f"{_TASKS}; {_TIPS}",
         fallback=0,
+        **_DAYS,
         description="Whole days since the user's first event.",
     ),
     *(
@@ -133,6 +154,7 @@ PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
             ttl=_MONTHLY,
             source=_TIPS,
             fallback=_ACCEPT_PRIOR,
+            **_RATE,
             description=(
                 f"Accepted / shown for '{category}' tips in 28 days, smoothed toward the "
                 "overall rate by 5 pseudo-impressions."

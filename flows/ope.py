@@ -28,7 +28,8 @@ from scipy.stats import norm
 from flows.params import UtcDatetime
 from flows.rewards import decision_rewards, experiment_rows
 from service.eventlog import EventLog
-from service.events import Id, PromptVersion
+from service.events import Id
+from service.prompt_versions import PromptVersion
 from service.settings import Settings
 
 LEVEL = 0.95

@@ -4,8 +4,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from flows.gates import POLICY, GateCheck, PromotionPolicy
-from service.eventlog import EventLog
 from service.settings import Settings
+from service.shadow import shadow_log
 
 
 class ShadowSummary(BaseModel):
@@ -49,7 +49,7 @@ def summarize(records: list[dict], champion: str, challenger: str) -> ShadowSumm
 
 
 def read_summary(settings: Settings, champion: str, challenger: str) -> ShadowSummary:
-    records = list(EventLog(settings.shadow_dir).records(types=frozenset({"shadow_score"})))
+    records = list(shadow_log(settings.shadow_dir).records(types=frozenset({"shadow_score"})))
     return summarize(records, champion, challenger)
 
 

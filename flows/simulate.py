@@ -7,18 +7,20 @@ users ended), or, with `reset`, replaces the old world and every store derived f
 
 import json
 import shutil
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 import pandas as pd
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from feature_repo.bounds import EARLIEST, LATEST, AllDayDate
 from flows.world import World
 from service.eventlog import EventLog
 from service.settings import Settings
 
 SIM_WRITER = "simulator"
 USERS_PER_BATCH = 100
+SPARE = timedelta(days=366)
 
 
 class SimulateParams(BaseModel):
@@ -27,10 +29,24 @@ class SimulateParams(BaseModel):
     users: int = Field(ge=1, le=1_000_000)
     days: int = Field(ge=1, le=366)
     seed: int = Field(ge=0, le=2**32 - 1)
-    end: date | None = Field(
+    end: AllDayDate | None = Field(
         default=None, description="First UTC day after the world (default: today)."
     )
     reset: bool = False
+
+    @field_validator("end")
+    @classmethod
+    def _inside_the_plausible_range(cls, end: date | None, info: ValidationInfo) -> date | None:
+        # Due dates and completions run past the world's end: a year is more than they need.
+        days = info.data.get("days", 0)
+        if end is not None and not (
+            EARLIEST.date() + timedelta(days=days) <= end <= LATEST.date() - SPARE
+        ):
+            raise ValueError(
+                f"a world of {days} days must lie between {EARLIEST:%Y-%m-%d} and "
+                f"{LATEST.date() - SPARE} (feature_repo/bounds.py)"
+            )
+        return end
 
 
 class WorldManifest(BaseModel):

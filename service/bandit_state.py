@@ -27,7 +27,8 @@ from typing import Protocol
 import redis
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
-from service.events import Id, PromptVersion
+from service.events import Id
+from service.prompt_versions import PromptVersion
 from service.settings import Settings
 
 SQLITE_FILE = "bandit_state.sqlite"

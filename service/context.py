@@ -5,24 +5,15 @@ serving would have seen.
 """
 
 import json
-from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import date
+from typing import Literal, Self
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from feature_repo.bounds import Due, Timestamp, Timezone, resolve_due
 
 MAX_TASKS = 500
 MAX_TITLE_CHARS = 500
-
-
-def _known_timezone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown IANA timezone {name!r}") from exc
-    return name
-
-
-Timezone = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_known_timezone)]
 
 
 class Task(BaseModel):
@@ -33,16 +24,29 @@ class Task(BaseModel):
     id: str = Field(min_length=1, max_length=64)
     title: str = Field(max_length=MAX_TITLE_CHARS)
     priority: Literal[1, 2, 3, 4] = 4
-    due: AwareDatetime | None = None
+    due: Due | None = Field(
+        default=None, description="A time with an offset, or an all-day date (YYYY-MM-DD)."
+    )
     project: str = Field(default="Inbox", max_length=100)
 
 
 class RequestContext(BaseModel):
+    """After validation every task's `due` is a time: all-day dates end in `timezone`."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    timestamp: AwareDatetime
+    timestamp: Timestamp
     timezone: Timezone
     tasks: list[Task] = Field(default_factory=list, max_length=MAX_TASKS)
+
+    @model_validator(mode="after")
+    def _all_day_dues_in_timezone(self) -> Self:
+        if not any(type(t.due) is date for t in self.tasks):
+            return self
+        tasks = [
+            t.model_copy(update={"due": resolve_due(t.due, self.timezone)}) for t in self.tasks
+        ]
+        return self.model_copy(update={"tasks": tasks})
 
     def feast_request_data(self) -> dict[str, str]:
         """The request_context RequestSource fields. Titles stay out: features don't use them."""

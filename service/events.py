@@ -4,18 +4,19 @@ Every event carries a unique `event_id` (published as `Nats-Msg-Id` on JetStream
 redelivered or re-simulated event is counted once.
 """
 
-from datetime import timedelta
-from typing import Annotated, Literal
+from datetime import date, timedelta
+from typing import Annotated, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from service.context import MAX_TITLE_CHARS, RequestContext, Timezone
+from feature_repo.bounds import Due, Timestamp, Timezone, resolve_due
+from service.context import MAX_TITLE_CHARS, RequestContext
+from service.prompt_versions import ReleasedPromptVersion
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
 Reaction = Literal["accepted", "dismissed", "ignored"]
 # A shown tip nobody reacted to counts as ignored once this window has closed.
 ATTRIBUTION_WINDOW = timedelta(minutes=60)
-PromptVersion = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9.-]*$")]
 
 
 class _Event(BaseModel):
@@ -23,7 +24,7 @@ class _Event(BaseModel):
 
     event_id: Id
     user_id: Id
-    timestamp: AwareDatetime
+    timestamp: Timestamp
 
 
 class TaskCreated(_Event):
@@ -32,8 +33,16 @@ class TaskCreated(_Event):
     title: str = Field(max_length=MAX_TITLE_CHARS)
     project: str = Field(max_length=100)
     priority: Literal[1, 2, 3, 4]
-    due: AwareDatetime | None = None
+    due: Due | None = Field(
+        default=None, description="A time, or an all-day date: it ends in `timezone`."
+    )
     timezone: Timezone
+
+    @model_validator(mode="after")
+    def _all_day_due_in_timezone(self) -> Self:
+        if type(self.due) is not date:
+            return self
+        return self.model_copy(update={"due": resolve_due(self.due, self.timezone)})
 
 
 class TaskCompleted(_Event):
@@ -48,7 +57,7 @@ class Impression(_Event):
     type: Literal["impression"] = "impression"
     tip_id: Id
     category: Annotated[str, Field(min_length=1, max_length=64)]
-    prompt_version: PromptVersion
+    prompt_version: ReleasedPromptVersion
     context: RequestContext
     # Known only in the simulated world: the true acceptance probability (oracle AUC).
     oracle_p_accept: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -60,7 +69,7 @@ class Feedback(_Event):
     type: Literal["feedback"] = "feedback"
     tip_id: Id
     reaction: Reaction
-    prompt_version: PromptVersion
+    prompt_version: ReleasedPromptVersion
 
 
 class Decision(_Event):
@@ -75,7 +84,7 @@ class Decision(_Event):
     request_id: Id
     tip_id: Id
     experiment: Id
-    arm: PromptVersion
+    arm: ReleasedPromptVersion
     propensity: float = Field(gt=0.0, le=1.0)
     policy: Literal["fixed", "weighted", "epsilon_greedy", "thompson"]
     policy_version: Id

@@ -31,7 +31,6 @@ from typing import Annotated, Self
 import numpy as np
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -42,7 +41,7 @@ from pydantic import (
 
 from service.bandit_state import ExperimentState
 from service.events import Decision
-from service.prompts import PROMPTS
+from service.prompt_versions import ReleasedPromptVersion
 
 DEFAULT_CONFIG = Path(__file__).with_name("experiments.yaml")
 BUCKETS = 10_000
@@ -53,14 +52,7 @@ Outcome = Decision.model_fields["outcome"].annotation
 STICKY_POLICIES = frozenset({"fixed", "weighted"})
 
 
-def _known_prompt(version: str) -> str:
-    if version not in PROMPTS:
-        known = ", ".join(PROMPTS)
-        raise ValueError(f"unknown prompt version {version!r}; known versions: {known}")
-    return version
-
-
-Arm = Annotated[str, AfterValidator(_known_prompt)]
+Arm = ReleasedPromptVersion
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 

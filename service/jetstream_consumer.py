@@ -160,6 +160,17 @@ def _rejection(exc: ValidationError) -> str:
     return _one_line(f"not a valid event: {fields}")
 
 
+def parse_event(data: bytes) -> Event | str:
+    """The event a message holds, or why it holds none: one line for the dead letter."""
+    try:
+        return EVENT_ADAPTER.validate_json(data)
+    except ValidationError as exc:
+        return _rejection(exc)
+    except Exception as exc:  # a validator's own failure costs this message, not the batch
+        logger.error("validating a message raised %r", exc)
+        return f"not a valid event: validation raised {type(exc).__name__}"
+
+
 class _Progress:
     """Messages handled across the stream loops, for --max-messages and --idle-exit."""
 
@@ -252,10 +263,11 @@ class _StreamConsumer:
     async def _handle(self, batch: list[Msg]) -> None:
         accepted: list[tuple[Msg, Event]] = []
         for msg in batch:
-            try:
-                accepted.append((msg, EVENT_ADAPTER.validate_json(msg.data)))
-            except ValidationError as exc:
-                await self._reject(msg, _rejection(exc))
+            event = parse_event(msg.data)
+            if isinstance(event, str):
+                await self._reject(msg, event)
+            else:
+                accepted.append((msg, event))
         if not accepted:
             return
         try:

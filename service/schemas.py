@@ -24,20 +24,29 @@ class Candidate(BaseModel):
 
 
 def _profile_features_model() -> type[BaseModel]:
-    """Optional profile values from the recommender, typed by the exported contract."""
+    """Optional profile values from the recommender, typed and bounded by the exported contract.
+
+    Strict: a boolean is not a count and a string is not a rate, and no value is NaN or
+    infinite. The same bounds hold for /score and /generate, which share this model.
+    """
     contract = json.loads(CONTRACT_PATH.read_text())
     python_types = {"int64": int, "float64": float}
     fields = {
         f["name"]: (
             python_types[f["dtype"]] | None,
-            Field(default=None, description=f["description"]),
+            Field(
+                default=None,
+                ge=f["minimum"],
+                le=f["maximum"],
+                strict=True,
+                allow_inf_nan=False,
+                description=f["description"],
+            ),
         )
         for f in contract["features"]
     }
     return create_model(
-        "ProfileFeatures",
-        __config__=ConfigDict(extra="forbid", frozen=True, strict=False),
-        **fields,
+        "ProfileFeatures", __config__=ConfigDict(extra="forbid", frozen=True), **fields
     )
 
 

@@ -28,14 +28,14 @@ from typing import Literal
 import anyio
 import bentoml
 import numpy as np
-from pydantic import AwareDatetime
 from starlette.responses import JSONResponse
 
+from feature_repo.bounds import Timestamp
 from service.bandit_state import StateCache, open_bandit_store
 from service.bentoml_patches import patch_timeout_middleware
 from service.context import RequestContext
 from service.eventlog import EventLog
-from service.events import Feedback, Id, PromptVersion, Reaction
+from service.events import Feedback, Id, Reaction
 from service.experiments import (
     Assignment,
     ExperimentsConfig,
@@ -50,6 +50,7 @@ from service.model_names import CHALLENGER, CHAMPION, MODEL_NAME
 from service.model_registry import ModelRejected, load_scorer, registry_client, version_by_alias
 from service.online_features import OnlineFeatureReader
 from service.prompt_context import build_prompt_context
+from service.prompt_versions import RELEASED_PROMPT_VERSIONS, PromptVersion
 from service.prompts import UnknownPromptVersion, render, resolve_prompt_version
 from service.schemas import (
     CandidateList,
@@ -277,9 +278,12 @@ class TipService:
         tip_id: Id,
         reaction: Reaction,
         prompt_version: PromptVersion,
-        timestamp: AwareDatetime,
+        timestamp: Timestamp,
     ) -> FeedbackResponse:
         """A user's reaction to a shown tip, appended once to the event log."""
+        if prompt_version not in RELEASED_PROMPT_VERSIONS:
+            known = ", ".join(RELEASED_PROMPT_VERSIONS)
+            return _error(422, "prompt_version", f"unknown prompt version; known: {known}")
         if event_id in self._recent_feedback:
             return FeedbackResponse(event_id=event_id, status="duplicate")
         event = Feedback(

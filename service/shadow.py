@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from service.eventlog import EventLog
 from service.model_inputs import MODEL_FEATURES
@@ -45,6 +45,14 @@ class ShadowRecord(BaseModel):
     challenger_scores: list[float]
 
 
+SHADOW_SCHEMA: TypeAdapter[ShadowRecord] = TypeAdapter(ShadowRecord)
+
+
+def shadow_log(root: Path, writer_id: str | None = None) -> EventLog:
+    """The shadow log: an event log of ShadowRecords."""
+    return EventLog(root, writer_id=writer_id, schema=SHADOW_SCHEMA)
+
+
 @dataclass(frozen=True)
 class _Job:
     request_id: str
@@ -59,7 +67,7 @@ class ShadowScorer:
     def __init__(self, challenger: LoadedScorer, champion_version: str, root: Path) -> None:
         self.challenger = challenger
         self.champion_version = champion_version
-        self.log = EventLog(root, writer_id=f"shadow-{threading.get_native_id()}")
+        self.log = shadow_log(root, writer_id=f"shadow-{threading.get_native_id()}")
         self.dropped = 0
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)

@@ -159,3 +159,93 @@ def test_days_to_compute_covers_complete_days_and_the_overlap():
     assert [d.day for d in days_to_compute(frames, existing, as_of, 2, False)] == [11, 12, 13, 14]
     assert [d.day for d in days_to_compute(frames, existing, as_of, 1, False)] == [12, 13, 14]
     assert [d.day for d in days_to_compute(frames, existing, as_of, 1, True)] == [11, 12, 13, 14]
+
+
+# What writers before the input rules let into the log (a far-dated /feedback, a JetStream
+# event naming a zone directory), and what no writer should leave (JSON that is not an
+# event): each line is skipped and counted, and every flow that reads the log still runs.
+POISON = {
+    "2300-01-01": [
+        {
+            "type": "feedback",
+            "event_id": "far-future",
+            "user_id": "u000001",
+            "tip_id": "t",
+            "reaction": "accepted",
+            "prompt_version": "v1",
+            "timestamp": "2300-01-01T00:00:00+00:00",
+        },
+        {
+            "type": "decision",
+            "event_id": "far-decision",
+            "user_id": "u000001",
+            "timestamp": "2300-01-01T00:00:00+00:00",
+            "request_id": "r",
+            "tip_id": "t",
+            "experiment": "prompt-bandit",
+            "arm": "v1",
+            "propensity": 0.5,
+            "policy": "thompson",
+            "policy_version": "prompt-bandit:thompson:r0",
+            "outcome": "ok",
+            "latency_ms": 10.0,
+        },
+    ],
+    "0001-01-01": [
+        {
+            "type": "feedback",
+            "event_id": "far-past",
+            "user_id": "u000001",
+            "tip_id": "t",
+            "reaction": "dismissed",
+            "prompt_version": "v1",
+            "timestamp": "0001-01-01T00:00:00+00:00",
+        }
+    ],
+    (WORLD_END - timedelta(days=2)).isoformat(): [
+        {
+            "type": "task_created",
+            "event_id": "zone-directory",
+            "user_id": "u000001",
+            "timestamp": f"{WORLD_END - timedelta(days=2)}T10:00:00+00:00",
+            "task_id": "t-dir",
+            "title": "x",
+            "project": "p",
+            "priority": 1,
+            "due": None,
+            "timezone": "America",
+        },
+        [1, 2, 3],
+        "not an event",
+    ],
+}
+
+
+def test_a_poisoned_log_is_read_around_by_every_flow(tmp_path, caplog):
+    import json
+
+    from flows.bandit_update import bandit_update
+    from flows.event_frames import load_event_frames
+    from flows.experiment_report import experiment_report
+    from flows.training_set import labelled_impressions
+
+    settings = Settings(home=tmp_path / "home")
+    simulate(SimulateParams(users=12, days=8, seed=3, end=WORLD_END), settings)
+    for day, lines in POISON.items():
+        partition = settings.events_dir / f"day={day}"
+        partition.mkdir(exist_ok=True)
+        with open(partition / "legacy-writer.jsonl", "a") as f:
+            f.writelines(json.dumps(line) + "\n" for line in lines)
+        with open(partition / "legacy-writer.jsonl", "ab") as f:
+            f.write(b'{"event_id": "torn", "ty')
+
+    log = EventLog(settings.events_dir)
+    frames = load_event_frames(log)
+    assert log.skipped == {"invalid": 6, "unreadable": 3}
+    assert frames.feedback["timestamp"].dt.year.max() == WORLD_END.year
+    assert "skipped" in caplog.text
+
+    assert features(FeaturesParams(as_of=READ_AT), settings).users == 12
+    assert not labelled_impressions(EventLog(settings.events_dir), READ_AT).empty
+    assert bandit_update(settings).experiments
+    assert experiment_report(settings, as_of=READ_AT).experiments

@@ -25,6 +25,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
@@ -45,13 +47,22 @@ from service.jetstream import (
     publish,
     publish_many,
 )
-from service.jetstream_consumer import ConsumeParams, run_consumers
+from service.jetstream_consumer import ConsumeParams, parse_event, run_consumers
 from service.settings import ENV_VARS, Settings
 from tests.conftest import IN_CI, require_server
+from tests.test_bounds import FAR_TIMES, contexts
 
 NATS_HOST, NATS_PORT = "127.0.0.1", 4222
 NATS_URL = f"nats://{NATS_HOST}:{NATS_PORT}"
 REPO = Path(__file__).resolve().parents[1]
+FEEDBACK_JSON = Feedback(
+    event_id="f-ok",
+    user_id="u1",
+    timestamp=datetime(2026, 11, 2, 12, tzinfo=UTC),
+    tip_id="tip-1",
+    reaction="accepted",
+    prompt_version="v1",
+).model_dump(mode="json")
 
 
 @cache
@@ -236,14 +247,7 @@ def test_poison_and_malformed_messages_go_to_the_dead_letters_and_the_rest_goes_
     topology, settings
 ):
     good = world_events(10_000, seed=1)[:2]
-    feedback = Feedback(
-        event_id="f-1",
-        user_id="u1",
-        timestamp=datetime(2026, 11, 2, 12, tzinfo=UTC),
-        tip_id="tip-1",
-        reaction="accepted",
-        prompt_version="v1",
-    ).model_dump(mode="json")
+    feedback = FEEDBACK_JSON | {"event_id": "f-1"}
     without_reaction = {k: v for k, v in feedback.items() if k != "reaction"}
     ns = topology.namespace
     bad = [
@@ -494,3 +498,78 @@ def test_a_nats_restart_mid_stream_loses_nothing(private_nats, settings):
     asyncio.run(scenario())
     ids = distinct_ids(settings)
     assert len(ids) == len(events) and set(ids) == {e.event_id for e in events}
+
+
+def test_hostile_values_are_dead_lettered_and_the_rest_of_their_batch_is_appended(
+    topology, settings
+):
+    good = world_events(10_000, seed=2)[:3]
+    task = next(e for e in world_events(10_000, seed=2) if e.type == "task_created")
+    feedback = FEEDBACK_JSON
+    task_json = task.model_dump(mode="json")
+    ns = topology.namespace
+    poison = [
+        # Crashed the consumer twice in a row (IsADirectoryError) and lost its batch.
+        (f"{ns}.signals.task_created", task_json | {"event_id": "dir", "timezone": "America"}),
+        # Stopped every batch flow for good once appended.
+        (
+            f"{ns}.feedback.feedback",
+            feedback | {"event_id": "y2300", "timestamp": "2300-01-01T00:00:00+00:00"},
+        ),
+        (
+            f"{ns}.feedback.feedback",
+            feedback | {"event_id": "edge", "timestamp": "9999-12-31T23:59:59-12:00"},
+        ),
+        (f"{ns}.feedback.feedback", feedback | {"event_id": "unix", "timestamp": 1764236400}),
+        (f"{ns}.feedback.feedback", feedback | {"event_id": "v9", "prompt_version": "v9-shiny"}),
+        (
+            f"{ns}.signals.task_created",
+            task_json | {"event_id": "far-due", "due": "0001-01-01T00:00:00+14:00"},
+        ),
+    ]
+    all_day = task_json | {"event_id": "all-day", "due": "2026-11-27"}
+
+    async def scenario() -> None:
+        async with jetstream() as js:
+            await ensure_streams(js, topology)
+            for subject, data in poison:
+                await js.publish(subject, json.dumps(data).encode())
+            await js.publish(f"{ns}.signals.task_created", json.dumps(all_day).encode())
+            await publish_many(js, good, topology)
+            params = ConsumeParams(namespace=ns, idle_exit=0.5, fetch_timeout=0.2)
+            report = await run_consumers(params, settings)
+            assert sum(s.dead_lettered for s in report.streams) == len(poison)
+            assert sum(s.appended for s in report.streams) == len(good) + 1
+            letters = await dead_letters(js, topology)
+            assert {json.loads(m.data)["event_id"] for m in letters} == {
+                data["event_id"] for _, data in poison
+            }
+
+    asyncio.run(scenario())
+    stored = {r["event_id"]: r for r in EventLog(settings.events_dir).records()}
+    assert set(stored) == {e.event_id for e in good} | {"all-day"}
+    # An all-day due date is due at the end of that day in the task's own timezone.
+    assert stored["all-day"]["due"].startswith("2026-11-27T23:59:59.999999")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.binary(max_size=200)
+    | contexts.map(lambda ctx: {"type": "impression", "context": ctx})
+    .map(lambda body: body | {"event_id": "e", "user_id": "u", "tip_id": "t"})
+    .map(lambda body: body | {"category": "focus", "prompt_version": "v1"})
+    .map(lambda body: body | {"timestamp": body["context"].get("timestamp")})
+    .map(lambda body: json.dumps(body).encode())
+    | st.sampled_from(EVENT_TYPES).flatmap(
+        lambda kind: st.dictionaries(
+            st.sampled_from(["event_id", "user_id", "timestamp", "timezone", "due", "task_id"]),
+            st.none() | st.integers() | st.text(max_size=30) | st.sampled_from(FAR_TIMES),
+        ).map(lambda body: json.dumps(body | {"type": kind}).encode())
+    )
+)
+def test_any_message_is_an_event_or_a_one_line_reason_never_an_exception(data):
+    parsed = parse_event(data)
+    if isinstance(parsed, str):
+        assert parsed.startswith(("not JSON", "not a valid event")) and "\n" not in parsed
+    else:
+        assert parse_event(parsed.model_dump_json().encode()) == parsed

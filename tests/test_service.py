@@ -18,6 +18,7 @@ from service.feast_store import open_store
 from service.model_registry import load_scorer, registry_client, version_by_alias
 from service.online_features import OnlineFeatureReader
 from service.scoring import candidate_frame
+from service.shadow import shadow_log
 
 NOW = datetime.now(UTC)
 CONTEXT = {
@@ -197,7 +198,7 @@ def test_feedback_is_appended_once(client, served_home):
 def test_shadow_scores_the_challenger_without_touching_the_response(client, served_home):
     body = score(client, user_id="u000010")
     deadline = time.monotonic() + 10
-    shadow = EventLog(served_home.shadow_dir)
+    shadow = shadow_log(served_home.shadow_dir)
     while time.monotonic() < deadline:
         records = {r["event_id"]: r for r in shadow.records()}
         if body["request_id"] in records:
@@ -214,7 +215,7 @@ def test_promote_reads_the_shadow_traffic(client, served_home):
     from flows.promote import promote
 
     request_ids = {score(client, user_id=f"u00002{i}")["request_id"] for i in range(5)}
-    shadow = EventLog(served_home.shadow_dir)
+    shadow = shadow_log(served_home.shadow_dir)
     deadline = time.monotonic() + 10
     while not request_ids <= {r["event_id"] for r in shadow.records()}:
         assert time.monotonic() < deadline, "shadow records did not arrive"
