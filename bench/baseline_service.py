@@ -96,5 +96,4 @@ class BaselineService:
                 for name, reason in reasons.items()
                 if reason[0] and name not in supplied
             },
-            degraded=False,
         )

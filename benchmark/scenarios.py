@@ -65,7 +65,6 @@ class Scenario(BaseModel):
             context={f.name: int(local[f.name][0]) for f in CONTEXT_FEATURES},
             fallbacks={name: str(r[0]) for name, r in reasons.items() if r[0]},
             as_of=now,
-            degraded=False,
         )
 
     def prompt_context(self) -> PromptContext:

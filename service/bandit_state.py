@@ -22,17 +22,21 @@ from collections.abc import Mapping
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import redis
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
+from redis.exceptions import RedisError
 
+from service.circuit import Breaker, DependencyFailed
 from service.events import Id
 from service.prompt_versions import PromptVersion
 from service.settings import Settings
 
 SQLITE_FILE = "bandit_state.sqlite"
 REDIS_PREFIX = "tipml:bandit:"
+BANDIT_STATE = "bandit_state"
+STORE_ERRORS: tuple[type[BaseException], ...] = (OSError, sqlite3.Error, RedisError)
 
 
 class ArmState(BaseModel):
@@ -271,7 +275,7 @@ def _parse_hash(experiment: str, fields: Mapping[bytes, bytes]) -> ExperimentSta
     arms: dict[str, dict[str, object]] = {}
     for key, value in fields.items():
         name = key.decode()
-        if ":" in name:  # prompt versions have no ":" (service/events.py PromptVersion)
+        if ":" in name:  # prompt versions have no ":" (service/prompt_versions.py)
             arm, field = name.split(":", 1)
             arms.setdefault(arm, {})[field] = value.decode()
     watermark = fields.get(b"watermark")
@@ -318,18 +322,38 @@ def open_bandit_store(settings: Settings) -> BanditStateStore:
     return SqliteBanditStore(settings.data_dir / SQLITE_FILE)
 
 
-class StateCache:
-    """Each experiment's state as read at most `ttl_seconds` ago, for the request path."""
+class StateRead(NamedTuple):
+    state: ExperimentState
+    # Why the store was not read ("timeout", "unavailable", "circuit_open"), or None.
+    failure: str | None = None
 
-    def __init__(self, store: BanditStateStore, ttl_seconds: float = 5.0) -> None:
+
+class StateCache:
+    """Each experiment's state as read at most `ttl_seconds` ago, for the request path.
+
+    Reads go through a breaker with a time budget (service/circuit.py). When the store fails,
+    the request gets the last state this process read, however old, or the prior if it never
+    read one: decisions stay replayable, since each logs the revision it was drawn from.
+    """
+
+    def __init__(
+        self, store: BanditStateStore, ttl_seconds: float = 5.0, budget: float | None = 0.1
+    ) -> None:
         self.store = store
         self.ttl_seconds = ttl_seconds
+        self.breaker = Breaker(BANDIT_STATE, STORE_ERRORS, budget=budget)
         self._entries: dict[str, tuple[float, ExperimentState]] = {}
 
-    def get(self, experiment: str) -> ExperimentState:
+    def get(self, experiment: str, budget: float | None = None) -> StateRead:
         now = time.monotonic()
         entry = self._entries.get(experiment)
-        if entry is None or now - entry[0] >= self.ttl_seconds:
-            entry = (now, self.store.read(experiment))
-            self._entries[experiment] = entry
-        return entry[1]
+        if entry is not None and now - entry[0] < self.ttl_seconds:
+            return StateRead(entry[1])
+        try:
+            state = self.breaker.call(self.store.read, experiment, budget=budget)
+        except DependencyFailed as exc:
+            return StateRead(
+                entry[1] if entry else ExperimentState(experiment=experiment), exc.reason
+            )
+        self._entries[experiment] = (now, state)
+        return StateRead(state)

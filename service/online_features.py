@@ -4,22 +4,30 @@ Profile values come from the online store through the model's FeatureService; co
 features from the same FeatureService's on-demand view. When the store cannot be read, the
 profile falls back whole and the context features are computed by the view's own function,
 so a request is still answered, marked degraded.
+
+The store is read through a circuit breaker (service/circuit.py) that counts only the
+store's own failures; an unexpected error in one read degrades that request alone.
 """
 
 import logging
-import time
-from concurrent.futures import ThreadPoolExecutor
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
 from feast import FeatureStore
+from redis.exceptions import RedisError
 
 from feature_repo.context_features import CONTEXT_FEATURES, request_context_features
 from feature_repo.freshness import FallbackReason, fallback_profile, resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
+from service.circuit import STARTUP_BUDGET_S, Breaker, DependencyFailed
 from service.context import RequestContext
 
 log = logging.getLogger(__name__)
+
+ONLINE_STORE = "online_store"
+# What the online stores raise when they cannot be reached or read.
+STORE_ERRORS: tuple[type[BaseException], ...] = (OSError, sqlite3.Error, RedisError)
 
 
 @dataclass(frozen=True)
@@ -28,7 +36,12 @@ class FeatureRead:
     context: dict[str, int]
     fallbacks: dict[str, str]  # feature -> FallbackReason value, only for features that fell back
     as_of: datetime | None
-    degraded: bool
+    # Why the store was not read ("timeout", "unavailable", "circuit_open", "error"), or None.
+    store_failure: str | None = None
+
+    @property
+    def degraded(self) -> bool:
+        return self.store_failure is not None
 
 
 def _first_row(values: dict) -> dict:
@@ -36,11 +49,8 @@ def _first_row(values: dict) -> dict:
 
 
 class OnlineFeatureReader:
-    """Reads through a circuit breaker: after a failed read the store is skipped (degraded
-    answers, at once) for `cooldown` seconds, then tried again. Remote stores also get a time
-    budget per read: a client retrying with backoff (redis-py sleeps seconds between
-    attempts) must not hold the request; the read is abandoned and the breaker opens.
-    """
+    """Reads one user's features; `budget` bounds each read of a network store (None: no
+    bound, for an embedded SQLite file, which cannot hang)."""
 
     def __init__(
         self,
@@ -51,22 +61,23 @@ class OnlineFeatureReader:
     ) -> None:
         self.store = store
         self.feature_service = store.get_feature_service(feature_service_name)
-        self.cooldown = cooldown
-        self.budget = budget
-        self._closed_at = 0.0  # monotonic time from which the store is tried again
-        # Two threads: one may be stuck in a slow client while the breaker is open.
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="online-read")
+        self.breaker = Breaker(ONLINE_STORE, STORE_ERRORS, budget=budget, cooldown=cooldown)
 
-    def read(self, user_id: str, context: RequestContext, now: datetime) -> FeatureRead:
+    def warm_up(self, context: RequestContext, now: datetime) -> FeatureRead:
+        """A first read with the start-up budget, so later reads meet the request budget."""
+        return self.read("warm-up", context, now, budget=STARTUP_BUDGET_S)
+
+    def read(
+        self, user_id: str, context: RequestContext, now: datetime, budget: float | None = None
+    ) -> FeatureRead:
         request = context.feast_request_data()
-        if time.monotonic() < self._closed_at:
-            return self._degraded(request)
         try:
-            row = self._fetch({"user_id": user_id, **request})
-        except Exception as exc:  # any store failure degrades; it must never fail the request
-            log.warning("online store unavailable: %s", type(exc).__name__)
-            self._closed_at = time.monotonic() + self.cooldown
-            return self._degraded(request)
+            row = self.breaker.call(self._fetch, {"user_id": user_id, **request}, budget=budget)
+        except DependencyFailed as exc:
+            return self._degraded(request, exc.reason)
+        except Exception as exc:  # not the store's failure: this request alone falls back
+            log.error("online read failed for one request: %s", type(exc).__name__)
+            return self._degraded(request, "error")
         values, reasons = resolve_profiles(
             {f.name: row[f.name] for f in PROFILE_FEATURES}, row[PROFILE_AS_OF], [now]
         )
@@ -76,20 +87,14 @@ class OnlineFeatureReader:
             context={f.name: int(row[f.name][0]) for f in CONTEXT_FEATURES},
             fallbacks=fallbacks,
             as_of=row[PROFILE_AS_OF][0],
-            degraded=False,
         )
 
     def _fetch(self, entity_row: dict) -> dict:
-        def fetch() -> dict:
-            return self.store.get_online_features(
-                features=self.feature_service, entity_rows=[entity_row]
-            ).to_dict()
+        return self.store.get_online_features(
+            features=self.feature_service, entity_rows=[entity_row]
+        ).to_dict()
 
-        if self.budget is None:
-            return fetch()
-        return self._pool.submit(fetch).result(timeout=self.budget)
-
-    def _degraded(self, request: dict) -> FeatureRead:
+    def _degraded(self, request: dict, failure: str) -> FeatureRead:
         values, reasons = fallback_profile(1, FallbackReason.STORE_UNAVAILABLE)
         local = request_context_features.feature_transformation.udf(
             {name: [value] for name, value in request.items()}
@@ -99,5 +104,5 @@ class OnlineFeatureReader:
             context={f.name: int(local[f.name][0]) for f in CONTEXT_FEATURES},
             fallbacks={name: str(reason[0]) for name, reason in reasons.items()},
             as_of=None,
-            degraded=True,
+            store_failure=failure,
         )

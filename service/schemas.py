@@ -53,6 +53,18 @@ def _profile_features_model() -> type[BaseModel]:
 ProfileFeatures = _profile_features_model()
 
 
+DependencyFallbacks = Annotated[
+    dict[str, str],
+    Field(
+        description=(
+            "Dependency -> why its fallback answered: online_store, bandit_state, event_log "
+            "(timeout, unavailable, circuit_open, error); llm (primary_failed)."
+        )
+    ),
+]
+_DEGRADED_DOC = "True when a dependency failed and its fallback answered: see dependency_fallbacks."
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -72,7 +84,8 @@ class ScoreResponse(BaseModel):
     fallbacks: dict[str, str] = Field(
         description="Feature -> why its fallback was used: missing, stale, store_unavailable."
     )
-    degraded: bool = Field(description="True when the online store could not be read.")
+    dependency_fallbacks: DependencyFallbacks
+    degraded: bool = Field(description=_DEGRADED_DOC)
 
 
 class GenerateResponse(BaseModel):
@@ -87,7 +100,8 @@ class GenerateResponse(BaseModel):
     overlong: bool
     fallback_used: bool = Field(description="True when a fallback model wrote the text.")
     fallbacks: dict[str, str] = Field(description="Features that fell back, as in /score.")
-    degraded: bool
+    dependency_fallbacks: DependencyFallbacks
+    degraded: bool = Field(description=_DEGRADED_DOC)
     experiment: str | None = Field(default=None, description="When the request named one.")
     arm: str | None = Field(default=None, description="The experiment's prompt version.")
     propensity: float | None = Field(

@@ -31,11 +31,12 @@ import numpy as np
 from starlette.responses import JSONResponse
 
 from feature_repo.bounds import Timestamp
-from service.bandit_state import StateCache, open_bandit_store
+from service.bandit_state import BANDIT_STATE, StateCache, open_bandit_store
 from service.bentoml_patches import patch_timeout_middleware
+from service.circuit import STARTUP_BUDGET_S, Breaker, DependencyFailed
 from service.context import RequestContext
 from service.eventlog import EventLog
-from service.events import Feedback, Id, Reaction
+from service.events import Event, Feedback, Id, Reaction
 from service.experiments import (
     Assignment,
     ExperimentsConfig,
@@ -48,7 +49,7 @@ from service.gateway import Gateway, GatewayError
 from service.http_boundary import guard_http_boundary
 from service.model_names import CHALLENGER, CHAMPION, MODEL_NAME
 from service.model_registry import ModelRejected, load_scorer, registry_client, version_by_alias
-from service.online_features import OnlineFeatureReader
+from service.online_features import ONLINE_STORE, OnlineFeatureReader
 from service.prompt_context import build_prompt_context
 from service.prompt_versions import RELEASED_PROMPT_VERSIONS, PromptVersion
 from service.prompts import UnknownPromptVersion, render, resolve_prompt_version
@@ -76,10 +77,19 @@ LIVE_SKEW = bentoml.metrics.Counter(
 )
 DEGRADED = bentoml.metrics.Counter(
     name="tipml_degraded_total",
-    documentation="Requests answered from fallbacks because the online store was unreadable.",
+    documentation="Requests answered with a fallback because a dependency failed.",
     labelnames=["endpoint"],
 )
+DEPENDENCY_FALLBACKS = bentoml.metrics.Counter(
+    name="tipml_dependency_fallbacks_total",
+    documentation="Requests where a dependency failed, by dependency and why; see README.",
+    labelnames=["endpoint", "dependency", "reason"],
+)
 RECENT_FEEDBACK = 100_000
+EVENT_LOG = "event_log"
+LLM = "llm"
+# An fsync on a busy disk takes tens of milliseconds; seconds means the disk is in trouble.
+EVENT_LOG_BUDGET_S = 2.0
 WORKERS_ENV = "TIPML_SERVICE_WORKERS"
 
 
@@ -93,6 +103,15 @@ def _workers(value: str) -> int | str:
 
 
 REMOTE_READ_BUDGET_S = 0.05
+
+
+def _report(endpoint: str, failures: dict[str, str]) -> dict[str, str]:
+    """Count a request's dependency failures in /metrics; returns them for the response."""
+    if failures:
+        DEGRADED.labels(endpoint=endpoint).inc()
+    for dependency, reason in failures.items():
+        DEPENDENCY_FALLBACKS.labels(endpoint=endpoint, dependency=dependency, reason=reason).inc()
+    return failures
 
 
 @guard_http_boundary
@@ -123,6 +142,7 @@ class TipService:
         )
         self.shadow = self._shadow(settings)
         self.events = EventLog(settings.events_dir, writer_id=f"service-{uuid.uuid4().hex[:12]}")
+        self.event_sink = Breaker(EVENT_LOG, (OSError,), budget=EVENT_LOG_BUDGET_S)
         self._recent_feedback: OrderedDict[str, None] = OrderedDict()
         self.gateway = Gateway.from_yaml()
         resolve_prompt_version(None)  # a bad DEFAULT_PROMPT_VERSION fails start-up, not requests
@@ -141,13 +161,24 @@ class TipService:
 
     @bentoml.on_startup
     async def _warm_up(self) -> None:
-        """Every request path once, then freeze what start-up allocated out of the GC's way."""
+        """Every request path once, then freeze what start-up allocated out of the GC's way.
+
+        The worker takes no request before this returns, so each store's first read (new
+        connections, Feast's caches) happens here, under the start-up budget, and not in a
+        request, where it would overrun the request budget and open the breaker.
+        """
         context = RequestContext(timestamp=datetime.now(UTC), timezone="UTC")
-        read = self.reader.read("warm-up", context, now=context.timestamp)
+        read = self.reader.warm_up(context, now=context.timestamp)
         self.champion.accept_probability(candidate_frame(read.profile, read.context, ["focus"]))
+        for experiment in self.experiments.experiments:
+            if experiment.active:
+                self.bandit_states.get(experiment.id, budget=STARTUP_BUDGET_S)
         await self.gateway.warm_up()
         gc.collect()
         gc.freeze()
+
+    def _append(self, event: Event) -> None:
+        self.event_sink.call(self.events.append, [event])
 
     @bentoml.api(route="/score")
     def score(
@@ -160,8 +191,7 @@ class TipService:
         """Score candidate tips for a user now; best first."""
         request_id = uuid.uuid4().hex
         read = self.reader.read(user_id, context, now=datetime.now(UTC))
-        if read.degraded:
-            DEGRADED.labels(endpoint="score").inc()
+        failures = {ONLINE_STORE: read.store_failure} if read.store_failure else {}
         merged = merge_profile(read, profile_features)
         for feature in merged.skewed:
             LIVE_SKEW.labels(feature=feature).inc()
@@ -183,7 +213,8 @@ class TipService:
                 for i in order
             ],
             fallbacks=merged.fallbacks,
-            degraded=read.degraded,
+            dependency_fallbacks=_report("score", failures),
+            degraded=bool(failures),
         )
 
     @bentoml.api(route="/generate")
@@ -202,26 +233,31 @@ class TipService:
         (arm, propensity, outcome) is logged; the response's tip_id is what feedback names.
         """
         request_id = uuid.uuid4().hex
+        failures: dict[str, str] = {}
         assignment = None
         if experiment is not None:
             if prompt_version is not None:
-                return _error(422, "experiment", "give prompt_version or experiment, not both")
+                return _error(
+                    422, "experiment", "give prompt_version or experiment, not both", "conflict"
+                )
             try:
                 configured = self.experiments.active(experiment)
             except UnknownExperiment as exc:
                 known = ", ".join(e.id for e in self.experiments.experiments if e.active)
-                return _error(422, "experiment", f"{exc}; active experiments: {known}")
+                return _error(422, "experiment", f"{exc}; active experiments: {known}", "unknown")
             state = await anyio.to_thread.run_sync(self.bandit_states.get, configured.id)
-            assignment = decide(configured, user_id, request_id, state)
+            if state.failure:
+                failures[BANDIT_STATE] = state.failure
+            assignment = decide(configured, user_id, request_id, state.state)
             prompt_version = assignment.arm
         try:
             version = resolve_prompt_version(prompt_version)
         except UnknownPromptVersion as exc:
-            return _error(422, "prompt_version", str(exc))
+            return _error(422, "prompt_version", str(exc), "unknown")
         started = time.perf_counter()
         read = await anyio.to_thread.run_sync(self.reader.read, user_id, context, datetime.now(UTC))
-        if read.degraded:
-            DEGRADED.labels(endpoint="generate").inc()
+        if read.store_failure:
+            failures[ONLINE_STORE] = read.store_failure
         merged = merge_profile(read, profile_features)
         facts = dataclasses.replace(read, profile=merged.values, fallbacks=merged.fallbacks)
         messages = render(version, build_prompt_context(facts, context, category))
@@ -229,12 +265,19 @@ class TipService:
             tip = await self.gateway.generate(messages, version)
         except GatewayError as exc:
             log.error("generate %s: %s", request_id, exc)
+            failures[LLM] = "unavailable"
             if assignment is not None:
                 await self._log_decision(assignment, request_id, user_id, "error", started)
-            return _error(503, None, "no language model answered; try again later")
+            _report("generate", failures)
+            return _error(503, None, "no language model answered; try again later", LLM)
+        if tip.fallback_used:
+            failures[LLM] = "primary_failed"
         if assignment is not None:
             outcome = "fallback" if tip.fallback_used else "ok"
-            await self._log_decision(assignment, request_id, user_id, outcome, started)
+            if failure := await self._log_decision(
+                assignment, request_id, user_id, outcome, started
+            ):
+                failures[EVENT_LOG] = failure
         return GenerateResponse(
             request_id=request_id,
             tip_id=request_id,
@@ -247,7 +290,8 @@ class TipService:
             overlong=tip.overlong,
             fallback_used=tip.fallback_used,
             fallbacks=merged.fallbacks,
-            degraded=read.degraded,
+            dependency_fallbacks=_report("generate", failures),
+            degraded=bool(failures),
             experiment=assignment.experiment if assignment else None,
             arm=assignment.arm if assignment else None,
             propensity=assignment.propensity if assignment else None,
@@ -260,7 +304,9 @@ class TipService:
         user_id: str,
         outcome: Literal["ok", "fallback", "error"],
         started: float,
-    ) -> None:
+    ) -> str | None:
+        """Log the decision; why it could not be logged, or None. The tip is served either way:
+        a lost decision costs the experiment one sample, a failed request costs the user."""
         event = decision_event(
             assignment,
             request_id=request_id,
@@ -268,7 +314,11 @@ class TipService:
             outcome=outcome,
             latency_ms=(time.perf_counter() - started) * 1000,
         )
-        await anyio.to_thread.run_sync(self.events.append, [event])
+        try:
+            await anyio.to_thread.run_sync(self._append, event)
+        except DependencyFailed as exc:
+            return exc.reason
+        return None
 
     @bentoml.api(route="/feedback")
     def feedback(
@@ -280,10 +330,15 @@ class TipService:
         prompt_version: PromptVersion,
         timestamp: Timestamp,
     ) -> FeedbackResponse:
-        """A user's reaction to a shown tip, appended once to the event log."""
+        """A user's reaction to a shown tip, appended once to the event log.
+
+        When the event log cannot take it the answer is 503 and nothing is kept: the caller
+        retries, and the event_id makes a retry safe."""
         if prompt_version not in RELEASED_PROMPT_VERSIONS:
             known = ", ".join(RELEASED_PROMPT_VERSIONS)
-            return _error(422, "prompt_version", f"unknown prompt version; known: {known}")
+            return _error(
+                422, "prompt_version", f"unknown prompt version; known: {known}", "unknown"
+            )
         if event_id in self._recent_feedback:
             return FeedbackResponse(event_id=event_id, status="duplicate")
         event = Feedback(
@@ -294,7 +349,13 @@ class TipService:
             prompt_version=prompt_version,
             timestamp=timestamp,
         )
-        self.events.append([event])
+        try:
+            self._append(event)
+        except DependencyFailed as exc:
+            _report("feedback", {EVENT_LOG: exc.reason})
+            return _error(
+                503, None, "the event log is unavailable; retry with the same event_id", EVENT_LOG
+            )
         self._recent_feedback[event_id] = None
         if len(self._recent_feedback) > RECENT_FEEDBACK:
             self._recent_feedback.popitem(last=False)
@@ -306,7 +367,8 @@ class TipService:
             self.shadow.close()
 
 
-def _error(status: int, field: str | None, message: str) -> JSONResponse:
-    """An error shaped like BentoML's validation errors: `detail[].loc` names the field."""
-    detail = [{"loc": [field] if field else [], "msg": message}]
+def _error(status: int, field: str | None, message: str, kind: str) -> JSONResponse:
+    """An error shaped like BentoML's validation errors: `detail[].loc` names the field, and
+    `type` says what went wrong (a 503's names the dependency that failed)."""
+    detail = [{"loc": [field] if field else [], "msg": message, "type": kind}]
     return JSONResponse({"error": message, "detail": detail}, status_code=status)

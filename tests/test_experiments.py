@@ -302,11 +302,11 @@ def test_a_batch_counts_each_tip_once_atomically(store):
 def test_the_state_cache_rereads_after_its_ttl(tmp_path):
     store = SqliteBanditStore(tmp_path / "state.sqlite")
     cache = StateCache(store, ttl_seconds=1.0)
-    assert cache.get("exp").revision == 0
+    assert cache.get("exp").state.revision == 0
     store.apply(Batch(experiment="exp", rewards=rewards(("t1", "v1", 1))))
-    assert cache.get("exp").revision == 0
+    assert cache.get("exp").state.revision == 0
     time.sleep(1.05)
-    assert cache.get("exp").revision == 1
+    assert cache.get("exp") == (store.read("exp"), None)
 
 
 def test_the_decision_event_carries_the_assignment():

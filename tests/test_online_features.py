@@ -9,7 +9,7 @@ from service.context import RequestContext, Task
 from service.feast_store import apply_definitions, open_store
 from service.online_features import OnlineFeatureReader
 from service.settings import Settings
-from tests.conftest import WORLD_END_TS
+from tests.conftest import WORLD_END_TS, require_server
 
 CONTEXT = RequestContext(
     timestamp=WORLD_END_TS,
@@ -56,3 +56,27 @@ def test_a_dead_redis_degrades_within_the_budget_and_the_breaker_skips_it(tmp_pa
     assert first.degraded and second.degraded
     assert elapsed < 1.0, f"two degraded reads took {elapsed:.2f}s"
     assert second.fallbacks == {f.name: "store_unavailable" for f in PROFILE_FEATURES}
+
+
+def test_a_read_that_fails_for_its_own_reasons_degrades_only_itself(tmp_path):
+    home = Settings(home=tmp_path / "home")
+    apply_definitions(open_store(home))
+    reader = OnlineFeatureReader(open_store(home), tip_scorer_v1.name, cooldown=60)
+    # Feast raises TypeError on an entity key that is not a string: not the store's failure.
+    odd = reader.read(None, CONTEXT, WORLD_END_TS)
+    assert odd.store_failure == "error" and odd.degraded
+    assert not reader.breaker.is_open
+    after = reader.read("u1", CONTEXT, WORLD_END_TS)
+    assert not after.degraded and after.fallbacks == {f.name: "missing" for f in PROFILE_FEATURES}
+
+
+def test_after_the_warm_up_the_first_redis_read_meets_the_request_budget(tmp_path):
+    require_server("Redis", "127.0.0.1", 6379)
+    home = tmp_path / "home"
+    apply_definitions(open_store(Settings(home=home)))
+    store = open_store(Settings(home=home, online_store="redis", redis_url="127.0.0.1:6379,db=13"))
+    # The first read opens the connection and warms Feast's caches: slower than the 50 ms a
+    # request gets, so a worker that skipped the warm-up answered its first requests degraded.
+    reader = OnlineFeatureReader(store, tip_scorer_v1.name, budget=0.05)
+    assert not reader.warm_up(CONTEXT, WORLD_END_TS).degraded
+    assert not reader.read("u1", CONTEXT, WORLD_END_TS).degraded

@@ -91,7 +91,6 @@ def feature_read(request: RequestContext = REQUEST, **fallbacks: str) -> Feature
         context=context_features(request),
         fallbacks=fallbacks,
         as_of=None,
-        degraded=False,
     )
 
 

@@ -28,7 +28,10 @@ def free_port() -> int:
 def bentoml_serve(home: Settings, log_path: Path, **env: str) -> Iterator[str]:
     """The service on a free port; yields its base URL once /readyz answers."""
     port = free_port()
-    environment = os.environ | {ENV_VARS["home"]: str(home.home)} | env
+    # The registry is `home`'s: MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI into
+    # this process's environment, so an inherited one may name another registry.
+    pinned = {ENV_VARS["home"]: str(home.home), ENV_VARS["mlflow_tracking_uri"]: home.tracking_uri}
+    environment = os.environ | pinned | env
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
             [str(BIN / "bentoml"), "serve", SERVICE, "--port", str(port)],

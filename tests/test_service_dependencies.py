@@ -1,0 +1,77 @@
+"""`bentoml serve` with failing dependencies: each one's fallback answers and is reported.
+
+The event log cannot be written (a file sits where today's partition directory goes: what a
+full or read-only disk looks like to the writer) and the bandit state lives in a Redis nobody
+listens on (redis-py alone retries with backoff for seconds before it gives up).
+"""
+
+import shutil
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from service.eventlog import EventLog
+from service.settings import ENV_VARS, Settings
+from tests.test_service_hostile import FEEDBACK, GENERATE
+from tipml.serving import bentoml_serve
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def broken_home(served_home, tmp_path_factory) -> Settings:
+    home = Settings(
+        home=tmp_path_factory.mktemp("broken"), mlflow_tracking_uri=served_home.tracking_uri
+    )
+    shutil.copytree(served_home.data_dir, home.data_dir)
+    shutil.rmtree(home.events_dir)
+    home.events_dir.mkdir()
+    today = datetime.now(UTC).date()
+    for day in (today - timedelta(days=1), today, today + timedelta(days=1)):
+        (home.events_dir / f"day={day.isoformat()}").write_text("not a directory")
+    return home
+
+
+@pytest.fixture(scope="module")
+def url(broken_home, tmp_path_factory) -> Iterator[str]:
+    env = {
+        ENV_VARS["bandit_store"]: "redis",
+        ENV_VARS["redis_url"]: f"127.0.0.1:{closed_port()}",
+        "TIPML_SERVICE_WORKERS": "1",
+    }
+    log = tmp_path_factory.mktemp("logs") / "serve.log"
+    with bentoml_serve(broken_home, log, **env) as base:
+        yield base
+
+
+def test_a_dead_bandit_store_and_a_broken_event_log_still_get_tips(url):
+    answer = httpx.post(
+        f"{url}/generate", json=GENERATE | {"experiment": "prompt-bandit"}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    tip = answer.json()
+    assert set(tip["dependency_fallbacks"]) == {"bandit_state", "event_log"}
+    assert tip["dependency_fallbacks"]["bandit_state"] in {"timeout", "unavailable", "circuit_open"}
+    assert tip["dependency_fallbacks"]["event_log"] == "unavailable"
+    assert tip["degraded"] is True and 0 < tip["propensity"] <= 1
+    assert tip["arm"] == tip["prompt_version"] and tip["format_ok"]
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    assert 'dependency="bandit_state",endpoint="generate"' in metrics
+    assert 'dependency="event_log",endpoint="generate"' in metrics
+
+
+def test_feedback_the_log_cannot_take_is_a_503_and_a_retry_is_safe(url, broken_home):
+    first = httpx.post(f"{url}/feedback", json=FEEDBACK, timeout=10)
+    assert first.status_code == 503, first.text
+    assert "event_id" in first.json()["error"]
+    # Not remembered as seen: once the disk is back, the retry is appended, not a duplicate.
+    again = httpx.post(f"{url}/feedback", json=FEEDBACK, timeout=10)
+    assert again.status_code == 503
+    assert list(EventLog(broken_home.events_dir).records()) == []
