@@ -1,14 +1,14 @@
 """Benchmark: cumulative regret of the prompt bandit against epsilon-greedy and a uniform A/B.
 
-Each policy serves the same stream of simulated /generate requests: N impressions from a pool
-of users, each accepted with the simulator's true probability for the arm the policy chose,
-sigmoid(base logit + PROMPT_EFFECT[arm]) (flows/world.py; about 0.23, 0.26 and 0.29 at the
-default base logit of -1.2). Every arm is chosen by the real `service.experiments.decide`
-from the state in a real SQLite `SqliteBanditStore` (a fresh file per run), and the rewards
-are applied in batches of B impressions, as the bandit_update flow would every 15 minutes;
-until a batch lands the policy sees the old state.
+Each policy serves the same stream of simulated /generate requests: N impressions from a pool of
+users, each accepted with the simulator's true probability for the arm the policy chose,
+sigmoid(base logit + PROMPT_EFFECT[arm]) (flows/simulation/world.py; about 0.23, 0.26 and 0.29 at
+the default base logit of -1.2). Every arm is chosen by the real
+`service.experiments.assignment.decide` from the state in a real SQLite `SqliteBanditStore` (a fresh
+file per run), and the rewards are applied in batches of B impressions, as the bandit_update flow
+would every 15 minutes; until a batch lands the policy sees the old state.
 
-  thompson        the shipped `prompt-bandit` experiment (service/experiments.yaml)
+  thompson        the shipped `prompt-bandit` experiment (service/experiments/experiments.yaml)
   epsilon-greedy  the same experiment with policy epsilon_greedy and --epsilon
   uniform A/B     the same arms, sticky per user, one third each
 
@@ -32,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.world import PROMPT_EFFECT
-from service.bandit_state import Batch, Reward, SqliteBanditStore
-from service.experiments import Experiment, ExperimentsConfig, decide
+from flows.simulation.world import PROMPT_EFFECT
+from service.experiments.assignment import decide
+from service.experiments.bandit_state import Batch, Reward, SqliteBanditStore
+from service.experiments.config import Experiment, ExperimentsConfig
 
 BANDIT = "prompt-bandit"
 USERS = 5000

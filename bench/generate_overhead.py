@@ -4,7 +4,7 @@ For each provider, the same rendered prompt (v1) is sent N times each way, the t
 interleaved call by call so that machine noise falls on both alike, after an untimed warm-up:
 
   raw      litellm.acompletion(model=..., messages=...) straight to the provider (the baseline)
-  gateway  Gateway.generate(messages, "v1"): the Router from service/gateway.yaml, the
+  gateway  Gateway.generate(messages, "v1"): the Router from service/generation/gateway.yaml, the
            per-attempt timeout, the output check and the result model
 
 Providers: `rules`, the offline provider (pure overhead: its answer costs microseconds), and
@@ -36,10 +36,10 @@ from typing import Any
 
 import litellm
 
-from service.gateway import PRIMARY_ENV, Gateway, GatewayConfig
-from service.prompt_context import PromptContext, PromptFacts, PromptTask
-from service.prompts import render
-from service.rules_llm import register_rules_provider
+from service.generation.gateway import PRIMARY_ENV, Gateway, GatewayConfig
+from service.generation.prompt_blocks import PromptContext, PromptFacts, PromptTask
+from service.generation.prompts import render
+from service.generation.rules_llm import register_rules_provider
 from tests.loopback_llm import LoopbackLLM
 
 LOOPBACK_MODEL = "openai/loopback-tiny"

@@ -1,11 +1,10 @@
 """Benchmark: events/s from JetStream into the durable event log, ours vs the baselines.
 
-What is measured, in one run, on the NATS server at TIPML_NATS_URL (default 127.0.0.1:4222).
-The events are --events simulator events (flows/world.py: task events, impressions, feedback,
-decisions, so both intake streams), of which a --duplicates fraction is published twice, the
-copy right after the original, as a retrying producer would. Each phase works in a namespace
-of its own (streams SIGNALS_<ns>, FEEDBACK_<ns>, DLQ_<ns>, deleted afterwards) and a scratch
-data home:
+What is measured, in one run, on the NATS server at TIPML_NATS_URL (default 127.0.0.1:4222). The
+events are --events simulator events (flows/simulation/world.py: task events, impressions, feedback,
+decisions, so both intake streams), of which a --duplicates fraction is published twice, the copy
+right after the original, as a retrying producer would. Each phase works in a namespace of its own
+(streams SIGNALS_<ns>, FEEDBACK_<ns>, DLQ_<ns>, deleted afterwards) and a scratch data home:
 
   publish  the raw publish rate, the first baseline: publish_many() (pipelined, every PubAck
            awaited) of all the events and duplicates, no consumer. The server's dedupe must
@@ -50,10 +49,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
-from flows.world import World
-from service.eventlog import EventLog
-from service.events import EVENT_ADAPTER, Event
-from service.jetstream import (
+from flows.simulation.world import World
+from service.events.jetstream import (
     DEFAULT_NATS_URL,
     INTAKE_STREAMS,
     NATS_URL_ENV,
@@ -63,6 +60,8 @@ from service.jetstream import (
     ensure_streams,
     publish_many,
 )
+from service.events.log import EventLog
+from service.events.models import EVENT_ADAPTER, Event
 from service.settings import ENV_VARS, Settings
 
 GOAL_EVENTS_PER_S = 5_000

@@ -5,10 +5,10 @@ run) and each user count, synthetic daily profiles (3 as-of days, SCHEMA columns
 counts and Binomial rates with some nulls) are written once as Parquet day files and copied
 into three fresh homes, one per method, each starting from an empty online store:
 
-  ours       flows.materialize.materialize_profiles(...) in-process (only that call is timed)
-  feast-api  FeatureStore.materialize(start, end) in-process (only that call is timed)
-  feast-cli  `feast materialize START END` as a subprocess after an untimed `feast apply`
-             (wall time of the whole process, i.e. what an operator pays)
+  ours       flows.featurestore.materialize.materialize_profiles(...) in-process (only that call is
+  timed) feast-api  FeatureStore.materialize(start, end) in-process (only that call is timed)
+  feast-cli  `feast materialize START END` as a subprocess after an untimed `feast apply` (wall time
+  of the whole process, i.e. what an operator pays)
 
 All three materialize the same window, [end - view TTL, end] with end = last as-of day + 1h.
 After each run a few users are read back through `get_online_features` and compared with
@@ -43,9 +43,9 @@ from feast.infra.online_stores.helpers import compute_table_id
 
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES, user_profile
 from feature_repo.profile_transforms import TIMESTAMP
-from flows.materialize import materialize_profiles
-from flows.offline_table import SCHEMA, table_dir, write_partitions
-from service.feast_store import CONFIG_FILES, apply_definitions, offline_reads, open_store
+from flows.featurestore.materialize import materialize_profiles
+from flows.featurestore.offline_table import SCHEMA, table_dir, write_partitions
+from service.scoring.feature_store import CONFIG_FILES, apply_definitions, offline_reads, open_store
 from service.settings import ENV_VARS, FEATURE_REPO_DIR, Settings
 
 REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 12

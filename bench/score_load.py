@@ -72,9 +72,9 @@ import psutil
 import pyarrow.parquet as pq
 
 from feature_repo.categories import TIP_CATEGORIES
-from flows.offline_table import partition_days, table_dir
-from service.model_names import CHAMPION, MODEL_NAME
-from service.model_registry import registry_client, version_by_alias
+from flows.featurestore.offline_table import partition_days, table_dir
+from service.scoring.model_names import CHAMPION, MODEL_NAME
+from service.scoring.model_registry import registry_client, version_by_alias
 from service.settings import ENV_VARS, Settings
 
 # MLflow's SQLAlchemy store warns on every client start-up; not ours to fix.

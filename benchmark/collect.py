@@ -24,9 +24,9 @@ from rich.progress import Progress
 from benchmark.models import ModelClient, ModelsConfig, check_size, model_size
 from benchmark.scenarios import DEFAULT_SCENARIO_SET, Scenario, load_scenario_set
 from benchmark.store import BenchStore, Cell
-from flows.registration import experiment_id
-from service.model_registry import registry_client
-from service.prompts import PROMPTS, check_output, prompt_hash, render
+from flows.modeling.registration import experiment_id
+from service.generation.prompts import PROMPTS, check_output, prompt_hash, render
+from service.scoring.model_registry import registry_client
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ from benchmark.collect import DEFAULT_BENCHMARK
 from benchmark.report import leaderboard_png, render_html
 from benchmark.rubric import CRITERIA, DEFAULT_RUBRIC, Rubric, load_rubric
 from benchmark.store import BenchStore, Cell, JudgeBatch, JudgeFailure, Judgment
-from flows.registration import experiment_id
-from service.model_registry import registry_client
+from flows.modeling.registration import experiment_id
+from service.scoring.model_registry import registry_client
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

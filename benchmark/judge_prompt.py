@@ -11,7 +11,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from benchmark.rubric import Rubric
-from service.prompt_context import PromptContext
+from service.generation.prompt_blocks import PromptContext
 
 TIP_OPEN, TIP_CLOSE = "<tip>", "</tip>"
 _TIP_BLOCK = re.compile(rf"{re.escape(TIP_OPEN)}\n(?P<tip>.*?)\n{re.escape(TIP_CLOSE)}", re.DOTALL)

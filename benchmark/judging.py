@@ -33,8 +33,8 @@ from benchmark.models import ModelClient, ModelsConfig, model_family
 from benchmark.rubric import CRITERIA, DEFAULT_RUBRIC, Rubric, load_rubric
 from benchmark.scenarios import Scenario, load_scenario_set
 from benchmark.store import BenchStore, Cell, JudgeBatch, JudgeFailure, Judgment
-from service.model_registry import registry_client
-from service.prompt_context import PromptContext
+from service.generation.prompt_blocks import PromptContext
+from service.scoring.model_registry import registry_client
 from service.settings import Settings
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "judge-file.schema.json"

@@ -20,8 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from benchmark.rules_judge import register_rules_judge
-from service.gateway import Deployment
-from service.rules_llm import register_rules_provider
+from service.generation.gateway import Deployment
+from service.generation.rules_llm import register_rules_provider
 
 MODELS_CONFIG = Path(__file__).with_name("models.yaml")
 MAX_PARAMETERS_B = 4.0

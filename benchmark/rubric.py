@@ -2,7 +2,7 @@
 
 A judge scores the criteria (1-5 each, against the anchor sentences); `format_ok` and
 `overlong` never come from a judge: they are the prompt's output contract checked by code
-(service/prompts.py `check_output`). The composite is the rubric's weighted sum of both.
+(service/generation/prompts.py `check_output`). The composite is the rubric's weighted sum of both.
 """
 
 import hashlib

@@ -10,8 +10,8 @@ import json
 import re
 
 from benchmark.judge_prompt import JudgeScores, parse_tip
-from service.offline_llm import Messages, register_provider
-from service.prompt_context import PromptFacts, parse_facts
+from service.generation.offline_llm import Messages, register_provider
+from service.generation.prompt_blocks import PromptFacts, parse_facts
 
 RULES_JUDGE_PROVIDER = "rules-judge"
 

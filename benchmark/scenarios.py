@@ -1,10 +1,10 @@
 """Benchmark scenarios: fixed users at fixed moments, as versioned data files.
 
-A scenario is what /generate would be called with (the request context) plus the profile the
-online store would have returned for that user. Its prompt context is built by the service's
-own code (context features by the FeatureService's on-demand function, TTL and fallbacks by
-feature_repo/freshness.py, the facts by service/prompt_context.py), so the benchmark's prompts
-are the prompts production renders. A set's content hash is recorded with every run, so two
+A scenario is what /generate would be called with (the request context) plus the profile the online
+store would have returned for that user. Its prompt context is built by the service's own code
+(context features by the FeatureService's on-demand function, TTL and fallbacks by
+feature_repo/freshness.py, the facts by service/generation/prompt_blocks.py), so the benchmark's
+prompts are the prompts production renders. A set's content hash is recorded with every run, so two
 runs that name the same set id but saw different contexts cannot be mixed up.
 """
 
@@ -19,9 +19,9 @@ from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.context_features import CONTEXT_FEATURES, request_context_features
 from feature_repo.freshness import resolve_profiles
 from feature_repo.profile_features import PROFILE_FEATURES
-from service.context import RequestContext
-from service.online_features import FeatureRead
-from service.prompt_context import PromptContext, build_prompt_context
+from service.api.request import RequestContext
+from service.generation.prompt_blocks import PromptContext, build_prompt_context
+from service.scoring.online_features import FeatureRead
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
 DEFAULT_SCENARIO_SET = "tip-scenarios-v1"

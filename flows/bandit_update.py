@@ -1,13 +1,13 @@
 """Prefect flow `bandit_update`: count the rewards of logged decisions into the bandit state.
 
-Rewards follow the one rule in flows/rewards.py: the first reaction to the decision's tip
-within ATTRIBUTION_WINDOW, accepted = 1, dismissed or ignored = 0, and no reaction = 0 once
-the window has closed; until then the decision is pending and left for a later run. A
-decision whose request failed (outcome "error") showed no tip and has no reward; it only
-counts against the arm's guardrails. Each experiment's rewards go to the state store in one
-batch, which skips tip ids counted before, so runs may overlap and repeat.
+Rewards follow the one rule in flows/experiments/rewards.py: the first reaction to the decision's
+tip within ATTRIBUTION_WINDOW, accepted = 1, dismissed or ignored = 0, and no reaction = 0 once the
+window has closed; until then the decision is pending and left for a later run. A decision whose
+request failed (outcome "error") showed no tip and has no reward; it only counts against the arm's
+guardrails. Each experiment's rewards go to the state store in one batch, which skips tip ids
+counted before, so runs may overlap and repeat.
 
-Guardrails are flows/experiment_stats.py `evaluate_guardrails`, the rule `tipml experiments
+Guardrails are flows/experiments/stats.py `evaluate_guardrails`, the rule `tipml experiments
 report` shows, on every arm's decisions of the experiment's lookback window: the dismiss rate
 among settled shown tips (judged from `min_decisions` of them), the share of requests with
 outcome "error" and the p95 latency (judged from `min_decisions` decisions). An arm over a
@@ -27,11 +27,17 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from flows.experiment_stats import GuardrailResult, evaluate_guardrails, guardrail_window
-from flows.rewards import DECISION_COLUMNS, attribute_rewards
-from service.bandit_state import Applied, Batch, ExperimentState, Reward, open_bandit_store
-from service.eventlog import EventLog
-from service.experiments import Experiment, ExperimentsConfig
+from flows.experiments.rewards import DECISION_COLUMNS, attribute_rewards
+from flows.experiments.stats import GuardrailResult, evaluate_guardrails, guardrail_window
+from service.events.log import EventLog
+from service.experiments.bandit_state import (
+    Applied,
+    Batch,
+    ExperimentState,
+    Reward,
+    open_bandit_store,
+)
+from service.experiments.config import Experiment, ExperimentsConfig
 from service.settings import Settings
 
 LATE_APPEND_MARGIN = timedelta(days=1)
@@ -79,7 +85,7 @@ class _Tally:
 def _tally(experiment: Experiment, frame: pd.DataFrame, now: datetime) -> _Tally:
     """Rewards, pending decisions and guardrail verdicts of one experiment's decisions.
 
-    `frame` is flows/rewards.py `attribute_rewards` as of `now`: the one reward rule.
+    `frame` is flows/experiments/rewards.py `attribute_rewards` as of `now`: the one reward rule.
     """
     rows = frame[(frame["experiment"] == experiment.id) & frame["arm"].isin(experiment.arms)]
     settled = rows[rows["settled"]]

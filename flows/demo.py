@@ -3,19 +3,19 @@
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.experiment_report import ExperimentReport, experiment_report
+from flows.experiments.ope import OpeReport, evaluate_policy
+from flows.experiments.report import ExperimentReport, experiment_report
 from flows.features import FeaturesParams, FeaturesReport, features
-from flows.model_card import ModelCard
-from flows.ope import OpeReport, evaluate_policy
+from flows.featurestore.show_online import OnlineShowParams, read_online
+from flows.modeling.model_card import ModelCard
+from flows.modeling.registration import read_card
 from flows.promote import PromoteReport, promote
-from flows.registration import read_card
-from flows.show_online import OnlineShowParams, read_online
 from flows.simulate import SimulateParams, SimulateReport, simulate
+from flows.simulation.world import WORLD_EXPERIMENT
 from flows.training import TrainParams, TrainReport, training
-from flows.world import WORLD_EXPERIMENT
-from service.model_names import CHAMPION
-from service.model_registry import registry_client, version_by_alias
-from service.online_features import FeatureRead
+from service.scoring.model_names import CHAMPION
+from service.scoring.model_registry import registry_client, version_by_alias
+from service.scoring.online_features import FeatureRead
 from service.settings import Settings
 
 # A user the world never saw: shows every profile feature falling back.

@@ -12,12 +12,12 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from feature_repo.profile_transforms import EventFrames, compute_daily_profiles
-from flows.event_frames import load_event_frames
-from flows.materialize import MaterializeReport, materialize_profiles
-from flows.offline_table import partition_days, write_partitions
+from flows.featurestore.event_frames import load_event_frames
+from flows.featurestore.materialize import MaterializeReport, materialize_profiles
+from flows.featurestore.offline_table import partition_days, write_partitions
 from flows.params import UtcDatetime
-from service.eventlog import EventLog
-from service.feast_store import apply_definitions, open_store
+from service.events.log import EventLog
+from service.scoring.feature_store import apply_definitions, open_store
 from service.settings import Settings
 
 

@@ -17,13 +17,13 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict
 from sklearn.metrics import log_loss
 
-from flows.gates import POLICY, GateCheck, absolute_checks
-from flows.model_card import Decision
-from flows.registration import read_card, read_validation_rows, training_end, write_card
-from flows.shadow_summary import read_summary, shadow_check
-from service.model_inputs import MODEL_FEATURES
-from service.model_names import CHALLENGER, CHAMPION, FEATURE_SERVICE_TAG, MODEL_NAME
-from service.model_registry import registry_client, version_by_alias
+from flows.modeling.gates import POLICY, GateCheck, absolute_checks
+from flows.modeling.model_card import Decision
+from flows.modeling.registration import read_card, read_validation_rows, training_end, write_card
+from flows.modeling.shadow_summary import read_summary, shadow_check
+from service.scoring.model_inputs import MODEL_FEATURES
+from service.scoring.model_names import CHALLENGER, CHAMPION, FEATURE_SERVICE_TAG, MODEL_NAME
+from service.scoring.model_registry import registry_client, version_by_alias
 from service.settings import Settings
 
 

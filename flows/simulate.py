@@ -14,8 +14,8 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from feature_repo.bounds import EARLIEST, LATEST, AllDayDate
-from flows.world import World
-from service.eventlog import EventLog
+from flows.simulation.world import World
+from service.events.log import EventLog
 from service.settings import Settings
 
 SIM_WRITER = "simulator"

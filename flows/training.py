@@ -13,24 +13,24 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from feature_repo.feature_services import tip_scorer_v1
-from flows.evaluation import Metrics, evaluate, reliability_plot, slice_table
-from flows.gates import absolute_checks
-from flows.model_card import Decision, ModelCard, Window, feature_docs
-from flows.params import UtcDatetime
-from flows.registration import (
+from flows.modeling.evaluation import Metrics, evaluate, reliability_plot, slice_table
+from flows.modeling.gates import absolute_checks
+from flows.modeling.model_card import Decision, ModelCard, Window, feature_docs
+from flows.modeling.registration import (
     TRAINING_END_TAG,
     experiment_id,
     log_scorer,
     tag_version,
     write_card,
 )
-from flows.scorer_models import choose, fit_candidates
-from flows.training_set import build_training_set, labelled_impressions
-from service.eventlog import EventLog
-from service.feast_store import open_store
-from service.model_inputs import MODEL_FEATURES
-from service.model_names import CHALLENGER, MODEL_NAME
-from service.model_registry import registry_client
+from flows.modeling.scorer_models import choose, fit_candidates
+from flows.modeling.training_set import build_training_set, labelled_impressions
+from flows.params import UtcDatetime
+from service.events.log import EventLog
+from service.scoring.feature_store import open_store
+from service.scoring.model_inputs import MODEL_FEATURES
+from service.scoring.model_names import CHALLENGER, MODEL_NAME
+from service.scoring.model_registry import registry_client
 from service.settings import Settings
 
 NEW_USER_DAYS = 7

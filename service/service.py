@@ -31,29 +31,10 @@ import numpy as np
 from starlette.responses import JSONResponse
 
 from feature_repo.bounds import Timestamp
-from service.bandit_state import BANDIT_STATE, StateCache, open_bandit_store
-from service.bentoml_patches import patch_timeout_middleware
-from service.circuit import STARTUP_BUDGET_S, Breaker, DependencyFailed
-from service.context import RequestContext
-from service.eventlog import EventLog
-from service.events import Event, Feedback, Id, Reaction
-from service.experiments import (
-    Assignment,
-    ExperimentsConfig,
-    UnknownExperiment,
-    decide,
-    decision_event,
-)
-from service.feast_store import open_store
-from service.gateway import Gateway, GatewayError
-from service.http_boundary import guard_http_boundary
-from service.model_names import CHALLENGER, CHAMPION, MODEL_NAME
-from service.model_registry import ModelRejected, load_scorer, registry_client, version_by_alias
-from service.online_features import ONLINE_STORE, OnlineFeatureReader
-from service.prompt_context import build_prompt_context
-from service.prompt_versions import RELEASED_PROMPT_VERSIONS, PromptVersion
-from service.prompts import UnknownPromptVersion, render, resolve_prompt_version
-from service.schemas import (
+from service.api.bentoml_patches import patch_timeout_middleware
+from service.api.http_boundary import guard_http_boundary
+from service.api.request import RequestContext
+from service.api.schemas import (
     CandidateList,
     FeedbackResponse,
     GenerateResponse,
@@ -63,9 +44,28 @@ from service.schemas import (
     ScoreResponse,
     TipCategory,
 )
-from service.scoring import candidate_frame, merge_profile
+from service.circuit import STARTUP_BUDGET_S, Breaker, DependencyFailed
+from service.events.log import EventLog
+from service.events.models import Event, Feedback, Id, Reaction
+from service.experiments.assignment import Assignment, decide, decision_event
+from service.experiments.bandit_state import BANDIT_STATE, StateCache, open_bandit_store
+from service.experiments.config import ExperimentsConfig, UnknownExperiment
+from service.generation.gateway import Gateway, GatewayError
+from service.generation.prompt_blocks import build_prompt_context
+from service.generation.prompt_versions import RELEASED_PROMPT_VERSIONS, PromptVersion
+from service.generation.prompts import UnknownPromptVersion, render, resolve_prompt_version
+from service.scoring.candidates import candidate_frame, merge_profile
+from service.scoring.feature_store import open_store
+from service.scoring.model_names import CHALLENGER, CHAMPION, MODEL_NAME
+from service.scoring.model_registry import (
+    ModelRejected,
+    load_scorer,
+    registry_client,
+    version_by_alias,
+)
+from service.scoring.online_features import ONLINE_STORE, OnlineFeatureReader
+from service.scoring.shadow import ShadowScorer
 from service.settings import Settings
-from service.shadow import ShadowScorer
 
 log = logging.getLogger(__name__)
 patch_timeout_middleware()

@@ -27,7 +27,7 @@ class Settings(BaseModel):
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = Field(default="127.0.0.1:6379", pattern=r"^[^\s,]+:\d+(,\S+)?$")
     bandit_store: Literal["sqlite", "redis"] = Field(
-        default="sqlite", description="Experiment posteriors (service/bandit_state.py)."
+        default="sqlite", description="Experiment posteriors (service/experiments/bandit_state.py)."
     )
     mlflow_tracking_uri: str | None = Field(
         default=None, description="MLflow tracking and registry; default SQLite under data/."
@@ -58,7 +58,7 @@ class Settings(BaseModel):
 
     @property
     def shadow_dir(self) -> Path:
-        """Champion and challenger scores of the same live requests (service/shadow.py)."""
+        """Champion and challenger scores of the same live requests (service/scoring/shadow.py)."""
         return self.data_dir / "shadow"
 
     @property

@@ -35,8 +35,8 @@ from benchmark.models import MODELS_CONFIG, ModelRefused, ModelsConfig, parse_si
 from benchmark.rubric import load_rubric
 from benchmark.scenarios import ScenarioSet, load_scenario_set
 from benchmark.store import BenchStore
-from service.model_registry import registry_client
-from service.prompts import PROMPTS, render
+from service.generation.prompts import PROMPTS, render
+from service.scoring.model_registry import registry_client
 from service.settings import Settings
 from tests.loopback_llm import GARBLED, GOOD_TIP, JUDGE_SCORES, LoopbackLLM
 from tipml.cli import app

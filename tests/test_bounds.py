@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from feature_repo.bounds import EARLIEST, LATEST, known_timezones
 from feature_repo.context_features import CONTEXT_FEATURES, request_context_features
-from service.context import RequestContext
-from service.events import EVENT_ADAPTER, Feedback
+from service.api.request import RequestContext
+from service.events.models import EVENT_ADAPTER, Feedback
 
 UDF = request_context_features.feature_transformation.udf
 GOOD = {"timestamp": "2026-11-27T09:30:00+01:00", "timezone": "Europe/Berlin", "tasks": []}

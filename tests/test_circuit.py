@@ -6,14 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.bandit_state import (
+from service.circuit import Breaker, DependencyFailed
+from service.experiments.bandit_state import (
     Batch,
     RedisBanditStore,
     Reward,
     SqliteBanditStore,
     StateCache,
 )
-from service.circuit import Breaker, DependencyFailed
 
 
 @pytest.fixture

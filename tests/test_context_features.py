@@ -6,7 +6,7 @@ import pytest
 from feast.transformation.udf_rehydrate import resolve_udf
 
 from feature_repo.context_features import CONTEXT_FEATURES, request_context_features
-from service.context import RequestContext, Task
+from service.api.request import RequestContext, Task
 
 UDF = request_context_features.feature_transformation.udf
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.evaluation import (
+from flows.modeling.evaluation import (
     Metrics,
     SliceRow,
     evaluate,
@@ -12,7 +12,7 @@ from flows.evaluation import (
     reliability_plot,
     slice_table,
 )
-from flows.gates import POLICY, absolute_checks, largest_gap
+from flows.modeling.gates import POLICY, absolute_checks, largest_gap
 
 
 def test_ece_is_zero_when_every_bin_is_exact_and_the_gap_otherwise():

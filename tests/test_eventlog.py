@@ -5,8 +5,8 @@ from datetime import UTC, date, datetime
 import pytest
 from pydantic import ValidationError
 
-from service.eventlog import EventLog
-from service.events import EVENT_ADAPTER, Feedback
+from service.events.log import EventLog
+from service.events.models import EVENT_ADAPTER, Feedback
 
 
 def feedback(event_id: str, day: int, reaction: str = "accepted") -> Feedback:

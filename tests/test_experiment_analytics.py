@@ -16,14 +16,15 @@ from scipy.integrate import quad
 from scipy.stats import norm
 from typer.testing import CliRunner
 
-from flows.experiment_report import (
+from flows.experiments.report import (
     PLOT_FILE,
     REPORT_EXPERIMENT,
     REPORT_FILE,
     ExperimentResult,
     experiment_report,
 )
-from flows.experiment_stats import (
+from flows.experiments.rewards import UnknownExperiment, decision_rewards
+from flows.experiments.stats import (
     UNLOGGED,
     evaluate_guardrails,
     guardrail_window,
@@ -33,11 +34,10 @@ from flows.experiment_stats import (
     sample_ratio_mismatch,
     wilson_interval,
 )
-from flows.rewards import UnknownExperiment, decision_rewards
-from service.eventlog import EventLog
-from service.events import ATTRIBUTION_WINDOW, Decision, Feedback
-from service.experiments import ExperimentsConfig, Guardrails
-from service.model_registry import registry_client
+from service.events.log import EventLog
+from service.events.models import ATTRIBUTION_WINDOW, Decision, Feedback
+from service.experiments.config import ExperimentsConfig, Guardrails
+from service.scoring.model_registry import registry_client
 from tipml.experiments_cli import experiments_app
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)

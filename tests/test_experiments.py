@@ -13,9 +13,12 @@ from pydantic import ValidationError
 from scipy.stats import chisquare
 
 from flows.bandit_update import bandit_update
-from flows.experiment_report import experiment_report
-from flows.world import PROMPT_EFFECT
-from service.bandit_state import (
+from flows.experiments.report import experiment_report
+from flows.simulation.world import PROMPT_EFFECT
+from service.events.log import EventLog
+from service.events.models import ATTRIBUTION_WINDOW, EVENT_ADAPTER, Decision, Feedback
+from service.experiments.assignment import arm_probabilities, decide, decision_event
+from service.experiments.bandit_state import (
     ArmState,
     Batch,
     ExperimentState,
@@ -25,17 +28,7 @@ from service.bandit_state import (
     StateCache,
     open_bandit_store,
 )
-from service.eventlog import EventLog
-from service.events import ATTRIBUTION_WINDOW, EVENT_ADAPTER, Decision, Feedback
-from service.experiments import (
-    Experiment,
-    ExperimentsConfig,
-    Guardrails,
-    UnknownExperiment,
-    arm_probabilities,
-    decide,
-    decision_event,
-)
+from service.experiments.config import Experiment, ExperimentsConfig, Guardrails, UnknownExperiment
 from tests.conftest import require_server
 
 CONFIG = ExperimentsConfig.from_yaml()

@@ -6,8 +6,8 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from flows.scorer_models import CANDIDATES
-from service.fast_predict import accept_probability
+from flows.modeling.scorer_models import CANDIDATES
+from service.scoring.fast_predict import accept_probability
 
 FEATURES = ("a", "b", "c", "d")
 

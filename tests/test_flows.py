@@ -9,12 +9,12 @@ import redis
 from feature_repo.freshness import resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from flows.features import FeaturesParams, days_to_compute, features
-from flows.offline_table import partition_days, read_range
-from flows.show_online import OnlineShowParams, read_online
+from flows.featurestore.offline_table import partition_days, read_range
+from flows.featurestore.show_online import OnlineShowParams, read_online
 from flows.simulate import SimulateParams, WorldExistsError, simulate
-from flows.world import World
-from service.eventlog import EventLog
-from service.events import Feedback, Impression
+from flows.simulation.world import World
+from service.events.log import EventLog
+from service.events.models import Feedback, Impression
 from service.settings import Settings
 from tests.conftest import WORLD_END, WORLD_END_TS, require_server
 
@@ -225,9 +225,9 @@ def test_a_poisoned_log_is_read_around_by_every_flow(tmp_path, caplog):
     import json
 
     from flows.bandit_update import bandit_update
-    from flows.event_frames import load_event_frames
-    from flows.experiment_report import experiment_report
-    from flows.training_set import labelled_impressions
+    from flows.experiments.report import experiment_report
+    from flows.featurestore.event_frames import load_event_frames
+    from flows.modeling.training_set import labelled_impressions
 
     settings = Settings(home=tmp_path / "home")
     simulate(SimulateParams(users=12, days=8, seed=3, end=WORLD_END), settings)

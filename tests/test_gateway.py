@@ -1,7 +1,7 @@
 """The offline rules provider and the gateway, through the real LiteLLM Router.
 
 Other providers are a real HTTP server on 127.0.0.1 (tests/loopback_llm.py) speaking the
-OpenAI and Ollama wire protocols, configured through the shipped service/gateway.yaml.
+OpenAI and Ollama wire protocols, configured through the shipped service/generation/gateway.yaml.
 """
 
 import asyncio
@@ -14,10 +14,16 @@ from litellm.types.router import RetryPolicy
 from pydantic import ValidationError
 
 from feature_repo.categories import TIP_CATEGORIES
-from service.gateway import PRIMARY_ENV, Gateway, GatewayConfig, GatewayError
-from service.prompt_context import WEEKDAYS, PromptContext, PromptFacts, PromptTask, parse_facts
-from service.prompts import PROMPTS, check_output, render
-from service.rules_llm import register_rules_provider, write_tip
+from service.generation.gateway import PRIMARY_ENV, Gateway, GatewayConfig, GatewayError
+from service.generation.prompt_blocks import (
+    WEEKDAYS,
+    PromptContext,
+    PromptFacts,
+    PromptTask,
+    parse_facts,
+)
+from service.generation.prompts import PROMPTS, check_output, render
+from service.generation.rules_llm import register_rules_provider, write_tip
 from tests.loopback_llm import BAD_TIP, COMPLETION_TOKENS, GOOD_TIP, PROMPT_TOKENS, LoopbackLLM
 
 TIMEOUT_S = 0.5

@@ -31,10 +31,9 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
-from flows.world import World
-from service.eventlog import EventLog
-from service.events import EVENT_TYPES, Event, Feedback
-from service.jetstream import (
+from flows.simulation.world import World
+from service.events.consumer import ConsumeParams, parse_event, run_consumers
+from service.events.jetstream import (
     DEAD_LETTER_REASON,
     NATS_URL_ENV,
     ORIGINAL_SEQUENCE,
@@ -47,7 +46,8 @@ from service.jetstream import (
     publish,
     publish_many,
 )
-from service.jetstream_consumer import ConsumeParams, parse_event, run_consumers
+from service.events.log import EventLog
+from service.events.models import EVENT_TYPES, Event, Feedback
 from service.settings import ENV_VARS, Settings
 from tests.conftest import IN_CI, require_server
 from tests.test_bounds import FAR_TIMES, contexts

@@ -2,9 +2,9 @@
 
 from datetime import UTC, datetime, timedelta
 
-from flows.evaluation import Metrics, SliceRow
-from flows.gates import GateCheck
-from flows.model_card import DESCRIPTION_LIMIT, Decision, ModelCard, Window, feature_docs
+from flows.modeling.evaluation import Metrics, SliceRow
+from flows.modeling.gates import GateCheck
+from flows.modeling.model_card import DESCRIPTION_LIMIT, Decision, ModelCard, Window, feature_docs
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -5,8 +5,8 @@ import numpy as np
 from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.profile_features import PROFILE_FEATURES
-from flows.model_card import feature_docs
-from service.model_inputs import MODEL_FEATURES, model_frame
+from flows.modeling.model_card import feature_docs
+from service.scoring.model_inputs import MODEL_FEATURES, model_frame
 
 
 def test_one_user_many_candidates_broadcast_to_rows_in_model_order():

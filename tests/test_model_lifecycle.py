@@ -12,14 +12,19 @@ from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.feature_services import tip_scorer_v1
 from feature_repo.profile_features import PROFILE_FEATURES
 from flows.features import FeaturesParams, features
+from flows.modeling.registration import CARD_MARKDOWN, read_card
 from flows.promote import promote
-from flows.registration import CARD_MARKDOWN, read_card
 from flows.simulate import SimulateParams, simulate
 from flows.training import NotEnoughData, TrainParams, training, validation_start
-from service.feast_store import open_store
-from service.model_inputs import model_frame
-from service.model_names import CHALLENGER, CHAMPION, FEATURE_SERVICE_TAG, MODEL_NAME
-from service.model_registry import ModelRejected, load_scorer, registry_client, version_by_alias
+from service.scoring.feature_store import open_store
+from service.scoring.model_inputs import model_frame
+from service.scoring.model_names import CHALLENGER, CHAMPION, FEATURE_SERVICE_TAG, MODEL_NAME
+from service.scoring.model_registry import (
+    ModelRejected,
+    load_scorer,
+    registry_client,
+    version_by_alias,
+)
 from service.settings import Settings
 from tests.conftest import WORLD_END, WORLD_END_TS, require_server
 

@@ -5,9 +5,9 @@ from datetime import timedelta
 from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.feature_services import tip_scorer_v1
 from feature_repo.profile_features import PROFILE_FEATURES
-from service.context import RequestContext, Task
-from service.feast_store import apply_definitions, open_store
-from service.online_features import OnlineFeatureReader
+from service.api.request import RequestContext, Task
+from service.scoring.feature_store import apply_definitions, open_store
+from service.scoring.online_features import OnlineFeatureReader
 from service.settings import Settings
 from tests.conftest import WORLD_END_TS, require_server
 

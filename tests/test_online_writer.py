@@ -8,8 +8,8 @@ import pytest
 from feast.infra.provider import get_provider
 
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES, user_profile
-from flows.online_writer import _entity_keys, write_online
-from service.feast_store import apply_definitions, open_store
+from flows.featurestore.online_writer import _entity_keys, write_online
+from service.scoring.feature_store import apply_definitions, open_store
 from service.settings import Settings
 from tests.conftest import WORLD_END_TS, require_server
 
@@ -91,7 +91,7 @@ def test_rewriting_replaces_values(tmp_path):
 def test_fast_entity_keys_are_feasts():
     from feast.infra.key_encoding_utils import serialize_entity_key
 
-    from flows.online_writer import _serialized_keys
+    from flows.featurestore.online_writer import _serialized_keys
 
     ids = pd.Series(["u1", "ünïcødé-user", "x" * 300])
     expected = [

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from flows.ope import OpeParams, UnsupportedArms, evaluate_policy, off_policy_estimates
-from flows.world import PROMPT_EFFECT
-from service.eventlog import EventLog
-from service.events import Decision, Feedback
+from flows.experiments.ope import OpeParams, UnsupportedArms, evaluate_policy, off_policy_estimates
+from flows.simulation.world import PROMPT_EFFECT
+from service.events.log import EventLog
+from service.events.models import Decision, Feedback
 from tipml.experiments_cli import experiments_app
 
 BASE_LOGIT = -1.2

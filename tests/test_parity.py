@@ -20,14 +20,14 @@ from feature_repo.feature_services import tip_scorer_v1
 from feature_repo.freshness import resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from feature_repo.profile_transforms import compute_daily_profiles
-from flows.event_frames import load_event_frames
-from flows.materialize import materialize_profiles
-from flows.offline_table import write_partitions
-from flows.world import World
-from service.context import RequestContext, Task
-from service.eventlog import EventLog
-from service.feast_store import apply_definitions, offline_reads, open_store
-from service.online_features import OnlineFeatureReader
+from flows.featurestore.event_frames import load_event_frames
+from flows.featurestore.materialize import materialize_profiles
+from flows.featurestore.offline_table import write_partitions
+from flows.simulation.world import World
+from service.api.request import RequestContext, Task
+from service.events.log import EventLog
+from service.scoring.feature_store import apply_definitions, offline_reads, open_store
+from service.scoring.online_features import OnlineFeatureReader
 from tests.conftest import WORLD_END_TS
 
 PAIRS = 240

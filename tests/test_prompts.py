@@ -10,10 +10,8 @@ from hypothesis import strategies as st
 from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.context_features import CONTEXT_FEATURES, request_context_features
 from feature_repo.profile_features import PROFILE_FEATURES
-from service.context import RequestContext, Task
-from service.model_inputs import model_frame
-from service.online_features import FeatureRead
-from service.prompt_context import (
+from service.api.request import RequestContext, Task
+from service.generation.prompt_blocks import (
     ANGLE_BRACKETS,
     FACTS_CLOSE,
     FACTS_OPEN,
@@ -31,7 +29,7 @@ from service.prompt_context import (
     mentions_fence,
     parse_facts,
 )
-from service.prompts import (
+from service.generation.prompts import (
     DATA_RULES,
     DEFAULT_PROMPT_VERSION,
     ECHO_WORDS,
@@ -45,6 +43,8 @@ from service.prompts import (
     render,
     resolve_prompt_version,
 )
+from service.scoring.model_inputs import model_frame
+from service.scoring.online_features import FeatureRead
 
 # A released prompt never changes. Changing one fails here: release the new text as a new
 # version and pin it, leaving the old one as it was.

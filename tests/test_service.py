@@ -11,14 +11,14 @@ from starlette.testclient import TestClient
 
 from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.profile_features import PROFILE_FEATURES
-from flows.registration import read_card
-from service.context import RequestContext
-from service.eventlog import EventLog
-from service.feast_store import open_store
-from service.model_registry import load_scorer, registry_client, version_by_alias
-from service.online_features import OnlineFeatureReader
-from service.scoring import candidate_frame
-from service.shadow import shadow_log
+from flows.modeling.registration import read_card
+from service.api.request import RequestContext
+from service.events.log import EventLog
+from service.scoring.candidates import candidate_frame
+from service.scoring.feature_store import open_store
+from service.scoring.model_registry import load_scorer, registry_client, version_by_alias
+from service.scoring.online_features import OnlineFeatureReader
+from service.scoring.shadow import shadow_log
 
 NOW = datetime.now(UTC)
 CONTEXT = {
@@ -267,7 +267,8 @@ def test_unknown_prompt_versions_and_categories_are_rejected_by_name(client):
 
 
 def test_generate_in_an_experiment_logs_each_decision_with_its_propensity(client, served_home):
-    from service.experiments import ExperimentsConfig, assignment_bucket
+    from service.experiments.assignment import assignment_bucket
+    from service.experiments.config import ExperimentsConfig
 
     ab = ExperimentsConfig.from_yaml().active("prompt-ab")
     body = {"user_id": "u000003", "context": CONTEXT, "experiment": "prompt-ab"}

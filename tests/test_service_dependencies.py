@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from service.eventlog import EventLog
+from service.events.log import EventLog
 from service.settings import ENV_VARS, Settings
 from tests.test_service_hostile import FEEDBACK, GENERATE
 from tipml.serving import bentoml_serve

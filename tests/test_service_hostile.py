@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feature_repo.profile_features import PROFILE_FEATURES
-from service.eventlog import EventLog
+from service.events.log import EventLog
 from tests.test_bounds import FAR_TIMES, contexts
 from tests.test_service import CANDIDATES, CONTEXT
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from flows.gates import POLICY
-from flows.shadow_summary import shadow_check, summarize
+from flows.modeling.gates import POLICY
+from flows.modeling.shadow_summary import shadow_check, summarize
 
 
 def record(champion: list[float], challenger: list[float], versions=("1", "2")) -> dict:

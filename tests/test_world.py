@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from feature_repo.categories import TIP_CATEGORIES
-from flows.world import PERSONAS, PROMPT_VERSIONS, World
-from service.events import ATTRIBUTION_WINDOW
+from flows.simulation.world import PERSONAS, PROMPT_VERSIONS, World
+from service.events.models import ATTRIBUTION_WINDOW
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from service.model_names import Alias
+from service.scoring.model_names import Alias
 from service.settings import ENV_VARS, Settings
 from tipml.bench_cli import bench_app
 from tipml.cli_support import console, fail, settings_of, validated
@@ -139,7 +139,7 @@ def show(
     at: Annotated[str | None, typer.Option(help="Read as of this ISO time (default: now).")] = None,
 ) -> None:
     """Print what serving reads for users: online profile (TTL, fallbacks) and context."""
-    from flows.show_online import OnlineShowParams, read_online
+    from flows.featurestore.show_online import OnlineShowParams, read_online
 
     params = validated(OnlineShowParams, user_ids=user_ids, at=at)
     print_reads(read_online(settings_of(ctx), params))
@@ -215,8 +215,8 @@ def card(
     markdown: Annotated[bool, typer.Option(help="Print the whole card as markdown.")] = False,
 ) -> None:
     """Print the model card of the version holding an alias."""
-    from flows.registration import read_card
-    from service.model_registry import registry_client, version_by_alias
+    from flows.modeling.registration import read_card
+    from service.scoring.model_registry import registry_client, version_by_alias
 
     client = registry_client(settings_of(ctx))
     version = version_by_alias(client, alias.value)
@@ -264,8 +264,8 @@ def service_demo(settings: Settings) -> None:
     """Start `bentoml serve`, send one /score and one /generate, print both, stop it."""
     import httpx
 
-    from flows.show_online import latest_contexts
-    from service.eventlog import EventLog
+    from flows.featurestore.show_online import latest_contexts
+    from service.events.log import EventLog
     from tipml.serving import bentoml_serve
 
     user_id = "u000001"

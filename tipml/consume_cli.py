@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 from nats.js.errors import APIError
 
-from service.jetstream import DEFAULT_NATS_URL, NATS_URL_ENV, NatsUnavailable
-from service.jetstream_consumer import ConsumeParams, ConsumeReport, run_consumers
+from service.events.consumer import ConsumeParams, ConsumeReport, run_consumers
+from service.events.jetstream import DEFAULT_NATS_URL, NATS_URL_ENV, NatsUnavailable
 from service.settings import Settings
 from tipml.cli_support import console, err, fail, validated
 

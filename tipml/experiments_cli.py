@@ -7,7 +7,7 @@ import typer
 from pydantic import BaseModel, ConfigDict
 
 from flows.params import UtcDatetime
-from service.events import Id
+from service.events.models import Id
 from tipml.cli_support import console, fail, settings_of, validated
 
 experiments_app = typer.Typer(
@@ -51,10 +51,11 @@ def report_command(
 ) -> None:
     """Per experiment and arm: accept rates, sequential tests vs control, SRM, guardrails.
 
-    Control and limits as service/experiments.yaml sets them and the bandit update enforces.
+    Control and limits as service/experiments/experiments.yaml sets them and the bandit update
+    enforces.
     """
-    from flows.experiment_report import experiment_report
-    from flows.rewards import UnknownExperiment
+    from flows.experiments.report import experiment_report
+    from flows.experiments.rewards import UnknownExperiment
 
     options = validated(ReportOptions, as_of=as_of, experiment=experiment)
     try:
@@ -77,8 +78,8 @@ def ope_command(
     as_of: AsOfOption = None,
 ) -> None:
     """Estimate a candidate policy's accept rate from the decisions another policy logged."""
-    from flows.ope import OpeParams, UnknownArms, UnsupportedArms, evaluate_policy
-    from flows.rewards import UnknownExperiment
+    from flows.experiments.ope import OpeParams, UnknownArms, UnsupportedArms, evaluate_policy
+    from flows.experiments.rewards import UnknownExperiment
 
     options = validated(OpeParams, experiment=experiment, policy=_policy_pairs(policy), as_of=as_of)
     try:

@@ -1,0 +1,226 @@
+"""Model cards: what a scorer version is, what it reads, how well it did, where it has served.
+
+The card is data (JSON beside the model) rendered to markdown for people; the rollout history
+grows with every promotion decision.
+"""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from feature_repo.candidate_features import CANDIDATE_FEATURES
+from feature_repo.context_features import CONTEXT_FEATURES
+from feature_repo.profile_features import PROFILE_FEATURES
+from flows.modeling.evaluation import Metrics, SliceRow
+from flows.modeling.gates import GateCheck
+from flows.modeling.shadow_summary import ShadowSummary
+from service.scoring.model_inputs import CATEGORY_COLUMNS
+
+PURPOSE = (
+    "Scores candidate tips for a user at request time: the probability that the user accepts "
+    "the tip if shown now. The recommender ranks candidates by it."
+)
+# MLflow's model_versions.description column (VARCHAR(5000) on PostgreSQL and MySQL).
+DESCRIPTION_LIMIT = 5000
+KNOWN_LIMITS = (
+    "Trained and validated on logged impressions only: tips the previous policy chose to show.",
+    "The prompt version that writes a tip is not an input; its effect is averaged over.",
+    "Per-category accept rates of new users are fallbacks until they have seen tips.",
+    "Profile features are daily (UTC midnight); changes within a day reach the model next day.",
+)
+
+
+class FeatureDoc(BaseModel):
+    name: str
+    kind: Literal["profile", "context", "candidate", "category"]
+    dtype: str
+    ttl_seconds: int | None = None
+    fallback: float | None = None
+    description: str
+
+
+class Window(BaseModel):
+    start: datetime
+    end: datetime
+
+
+class Decision(BaseModel):
+    at: datetime
+    action: Literal["registered", "promoted", "kept", "replaced"]
+    reason: str
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(coerce_numbers_to_str=True)  # MLflow numbers versions
+
+    model_name: str
+    version: str
+    run_id: str
+    purpose: str = PURPOSE
+    feature_service: str
+    inputs: list[FeatureDoc]
+    model_type: str
+    candidates: dict[str, float]  # validation log loss per candidate model
+    training_window: Window
+    validation_window: Window
+    train_rows: int
+    train_positives: int
+    metrics: Metrics
+    fairness: list[SliceRow]
+    checks: list[GateCheck]
+    shadow: ShadowSummary | None = None  # live traffic scored beside the champion
+    known_limits: list[str] = list(KNOWN_LIMITS)
+    rollout_history: list[Decision] = []
+
+    def summary(self) -> str:
+        ratio = self.metrics.auc_to_oracle
+        last = self.rollout_history[-1] if self.rollout_history else None
+        return "\n".join(
+            [
+                f"{self.model_name} v{self.version} ({self.model_type}) on {self.feature_service}",
+                f"trained on {self.train_rows} impressions "
+                f"{self.training_window.start:%Y-%m-%d} .. {self.training_window.end:%Y-%m-%d}, "
+                f"validated on {self.metrics.rows}",
+                f"AUC {self.metrics.auc:.3f} / oracle {self.metrics.oracle_auc or 0:.3f} = "
+                f"{ratio or 0:.3f}; log loss {self.metrics.log_loss:.4f}; "
+                f"ECE {self.metrics.ece:.4f}",
+                *(f"{'pass' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in self.checks),
+                f"last decision: {last.action} ({last.reason})" if last else "no decision yet",
+            ]
+        )
+
+    def description(self, limit: int = DESCRIPTION_LIMIT) -> str:
+        """The registry's short form: summary and the latest decisions, within `limit` chars."""
+        head = f"{self.summary()}\n\nFull card: artifact `model_card.md` of run {self.run_id}."
+        history = [
+            f"- {d.at:%Y-%m-%d %H:%M} UTC {d.action}: {d.reason}" for d in self.rollout_history
+        ]
+        text = head
+        for kept in range(len(history), -1, -1):
+            text = "\n".join([head, "", "Rollout history (latest last):", *history[-kept:]])
+            if len(text) <= limit or kept == 0:
+                break
+        return text[:limit]
+
+    def _shadow_lines(self) -> list[str]:
+        s = self.shadow
+        if s is None:
+            return ["No shadow traffic recorded (no champion to shadow yet)."]
+        return [
+            f"Scored beside champion v{s.champion_version} on {s.requests} live requests.",
+            "",
+            "| requests | rank agreement | top-choice agreement | mean score shift |",
+            "| --- | --- | --- | --- |",
+            f"| {s.requests} | {_fmt(s.rank_agreement, '.3f')} | "
+            f"{_fmt(s.top_choice_agreement, '.3f')} | {_fmt(s.mean_score_shift, '+.4f')} |",
+        ]
+
+    def to_markdown(self) -> str:
+        m = self.metrics
+        lines = [
+            f"# Model card: {self.model_name} version {self.version}",
+            "",
+            "## Purpose",
+            self.purpose,
+            "",
+            "## Inputs",
+            f"FeatureService `{self.feature_service}` (Feast), plus the candidate's category.",
+            "",
+            "| feature | kind | dtype | TTL (s) | fallback | description |",
+            "| --- | --- | --- | --- | --- | --- |",
+            *(
+                f"| {f.name} | {f.kind} | {f.dtype} | {f.ttl_seconds or '-'} | "
+                f"{'-' if f.fallback is None else f.fallback} | {f.description} |"
+                for f in self.inputs
+            ),
+            "",
+            "## Training",
+            f"- model: {self.model_type} (MLflow run `{self.run_id}`)",
+            "- candidates by validation log loss: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in self.candidates.items()),
+            f"- training window: {self.training_window.start:%Y-%m-%d %H:%M} .. "
+            f"{self.training_window.end:%Y-%m-%d %H:%M} UTC, {self.train_rows} impressions, "
+            f"{self.train_positives} accepted",
+            f"- validation window: {self.validation_window.start:%Y-%m-%d %H:%M} .. "
+            f"{self.validation_window.end:%Y-%m-%d %H:%M} UTC, {m.rows} impressions, "
+            f"{m.positives} accepted",
+            "",
+            "## Offline metrics (validation)",
+            "| AUC | oracle AUC | AUC / oracle | log loss | Brier | ECE |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| {m.auc:.4f} | {m.oracle_auc or 0:.4f} | {m.auc_to_oracle or 0:.4f} | "
+            f"{m.log_loss:.4f} | {m.brier:.4f} | {m.ece:.4f} |",
+            "",
+            "Reliability plot: `plots/reliability.png`.",
+            "",
+            "## Fairness (validation slices)",
+            "| slice | value | rows | AUC | mean predicted | observed | gap |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            *(
+                f"| {s.slice} | {s.value} | {s.rows} | "
+                f"{'-' if s.auc is None else f'{s.auc:.3f}'} | {s.mean_predicted:.3f} | "
+                f"{s.observed:.3f} | {s.gap:.3f} |"
+                for s in self.fairness
+            ),
+            "",
+            "## Shadow traffic",
+            *self._shadow_lines(),
+            "",
+            "## Checks",
+            *(f"- {'pass' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in self.checks),
+            "",
+            "## Known limits",
+            *(f"- {limit}" for limit in self.known_limits),
+            "",
+            "## Rollout history",
+            *(
+                f"- {d.at:%Y-%m-%d %H:%M:%S} UTC {d.action}: {d.reason}"
+                for d in self.rollout_history
+            ),
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def feature_docs() -> list[FeatureDoc]:
+    """Every model input, documented from the feature tables."""
+    return [
+        *(
+            FeatureDoc(
+                name=f.name,
+                kind="profile",
+                dtype=f.dtype,
+                ttl_seconds=int(f.ttl.total_seconds()),
+                fallback=f.fallback,
+                description=f.description,
+            )
+            for f in PROFILE_FEATURES
+        ),
+        *(
+            FeatureDoc(
+                name=f.name,
+                kind="context",
+                dtype=f.dtype,
+                fallback=f.fallback,
+                description=f"{f.description} ({f.freshness})",
+            )
+            for f in CONTEXT_FEATURES
+        ),
+        *(
+            FeatureDoc(name=f.name, kind="candidate", dtype=f.dtype, description=f.description)
+            for f in CANDIDATE_FEATURES
+        ),
+        *(
+            FeatureDoc(
+                name=name,
+                kind="category",
+                dtype="int64",
+                description="1 when the candidate is in this category",
+            )
+            for name in CATEGORY_COLUMNS
+        ),
+    ]

@@ -1,0 +1,53 @@
+"""Scoring candidates for one request: merge profile sources, then the model rows.
+
+Store values win over values the recommender sent; the recommender's fill in only where the
+store had none (missing, stale, or unreadable). Where both exist and disagree, that is live
+train/serve skew: reported, never silently averaged.
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from service.scoring.model_inputs import model_frame
+from service.scoring.online_features import FeatureRead
+
+# Beyond float noise from another language's arithmetic: a real disagreement.
+SKEW_REL_TOLERANCE = 1e-4
+SKEW_ABS_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class MergedProfile:
+    values: dict[str, int | float]
+    fallbacks: dict[str, str]
+    skewed: tuple[str, ...]
+
+
+def merge_profile(read: FeatureRead, supplied: BaseModel | None) -> MergedProfile:
+    values = dict(read.profile)
+    fallbacks = dict(read.fallbacks)
+    skewed = []
+    for name, value in (supplied.model_dump(exclude_none=True) if supplied else {}).items():
+        if name in fallbacks:
+            values[name] = value
+            del fallbacks[name]
+        elif not math.isclose(
+            values[name], value, rel_tol=SKEW_REL_TOLERANCE, abs_tol=SKEW_ABS_TOLERANCE
+        ):
+            skewed.append(name)
+    return MergedProfile(values=values, fallbacks=fallbacks, skewed=tuple(skewed))
+
+
+def candidate_frame(profile: dict, context: dict, categories: Sequence[str]) -> pd.DataFrame:
+    """The model rows of one user's candidates in one request context."""
+    rows = len(categories)
+    return model_frame(
+        {name: np.full(rows, value) for name, value in profile.items()},
+        {name: np.full(rows, value) for name, value in context.items()},
+        np.asarray(categories),
+    )
