@@ -74,8 +74,9 @@ import pyarrow.parquet as pq
 from feature_repo.categories import TIP_CATEGORIES
 from flows.featurestore.offline_table import partition_days, table_dir
 from service.scoring.model_names import CHAMPION, MODEL_NAME
-from service.scoring.model_registry import registry_client, version_by_alias
+from service.scoring.model_registry import version_by_alias
 from service.settings import ENV_VARS, Settings
+from service.tracking import registry_client
 
 # MLflow's SQLAlchemy store warns on every client start-up; not ours to fix.
 warnings.filterwarnings("ignore", message="The ``noload`` loader strategy is deprecated")

@@ -24,14 +24,13 @@ from rich.progress import Progress
 from benchmark.models import ModelClient, ModelsConfig, check_size, model_size
 from benchmark.scenarios import DEFAULT_SCENARIO_SET, Scenario, load_scenario_set
 from benchmark.store import BenchStore, Cell
-from flows.modeling.registration import experiment_id
 from service.generation.prompts import PROMPTS, check_output, prompt_hash, render
-from service.scoring.model_registry import registry_client
 from service.settings import Settings
+from service.tracking import BENCHMARK_EXPERIMENT, experiment_id, registry_client
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BENCHMARK = "tip-benchmark"
+DEFAULT_BENCHMARK = BENCHMARK_EXPERIMENT
 CELL_TAG = "cell_id"
 
 

@@ -31,9 +31,8 @@ from benchmark.collect import DEFAULT_BENCHMARK
 from benchmark.report import leaderboard_png, render_html
 from benchmark.rubric import CRITERIA, DEFAULT_RUBRIC, Rubric, load_rubric
 from benchmark.store import BenchStore, Cell, JudgeBatch, JudgeFailure, Judgment
-from flows.modeling.registration import experiment_id
-from service.scoring.model_registry import registry_client
 from service.settings import Settings
+from service.tracking import experiment_id, registry_client
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from benchmark.rubric import CRITERIA, DEFAULT_RUBRIC, Rubric, load_rubric
 from benchmark.scenarios import Scenario, load_scenario_set
 from benchmark.store import BenchStore, Cell, JudgeBatch, JudgeFailure, Judgment
 from service.generation.prompt_blocks import PromptContext
-from service.scoring.model_registry import registry_client
 from service.settings import Settings
+from service.tracking import registry_client
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "judge-file.schema.json"
 SCHEMA_VERSION = 1

@@ -14,9 +14,10 @@ from flows.simulate import SimulateParams, SimulateReport, simulate
 from flows.simulation.world import WORLD_EXPERIMENT
 from flows.training import TrainParams, TrainReport, training
 from service.scoring.model_names import CHAMPION
-from service.scoring.model_registry import registry_client, version_by_alias
+from service.scoring.model_registry import version_by_alias
 from service.scoring.online_features import FeatureRead
 from service.settings import Settings
+from service.tracking import registry_client
 
 # A user the world never saw: shows every profile feature falling back.
 UNKNOWN_USER = "new-user"

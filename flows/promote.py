@@ -23,8 +23,9 @@ from flows.modeling.registration import read_card, read_validation_rows, trainin
 from flows.modeling.shadow_summary import read_summary, shadow_check
 from service.scoring.model_inputs import MODEL_FEATURES
 from service.scoring.model_names import CHALLENGER, CHAMPION, FEATURE_SERVICE_TAG, MODEL_NAME
-from service.scoring.model_registry import registry_client, version_by_alias
+from service.scoring.model_registry import version_by_alias
 from service.settings import Settings
+from service.tracking import registry_client
 
 
 class PromoteReport(BaseModel):

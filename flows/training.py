@@ -16,13 +16,7 @@ from feature_repo.feature_services import tip_scorer_v1
 from flows.modeling.evaluation import Metrics, evaluate, reliability_plot, slice_table
 from flows.modeling.gates import absolute_checks
 from flows.modeling.model_card import Decision, ModelCard, Window, feature_docs
-from flows.modeling.registration import (
-    TRAINING_END_TAG,
-    experiment_id,
-    log_scorer,
-    tag_version,
-    write_card,
-)
+from flows.modeling.registration import TRAINING_END_TAG, log_scorer, tag_version, write_card
 from flows.modeling.scorer_models import choose, fit_candidates
 from flows.modeling.training_set import build_training_set, labelled_impressions
 from flows.params import UtcDatetime
@@ -30,8 +24,8 @@ from service.events.log import EventLog
 from service.scoring.feature_store import open_store
 from service.scoring.model_inputs import MODEL_FEATURES
 from service.scoring.model_names import CHALLENGER, MODEL_NAME
-from service.scoring.model_registry import registry_client
 from service.settings import Settings
+from service.tracking import SCORER_EXPERIMENT, experiment_id, registry_client
 
 NEW_USER_DAYS = 7
 
@@ -122,7 +116,8 @@ def training(params: TrainParams | None = None, settings: Settings | None = None
 
     client = registry_client(settings)
     with mlflow.start_run(
-        experiment_id=experiment_id(client, settings), run_name=f"train-{as_of:%Y%m%dT%H%M}"
+        experiment_id=experiment_id(client, settings, SCORER_EXPERIMENT),
+        run_name=f"train-{as_of:%Y%m%dT%H%M}",
     ) as run:
         mlflow.log_params(
             {

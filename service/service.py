@@ -57,15 +57,11 @@ from service.generation.prompts import UnknownPromptVersion, render, resolve_pro
 from service.scoring.candidates import candidate_frame, merge_profile
 from service.scoring.feature_store import open_store
 from service.scoring.model_names import CHALLENGER, CHAMPION, MODEL_NAME
-from service.scoring.model_registry import (
-    ModelRejected,
-    load_scorer,
-    registry_client,
-    version_by_alias,
-)
+from service.scoring.model_registry import ModelRejected, load_scorer, version_by_alias
 from service.scoring.online_features import ONLINE_STORE, OnlineFeatureReader
 from service.scoring.shadow import ShadowScorer
 from service.settings import Settings
+from service.tracking import registry_client
 
 log = logging.getLogger(__name__)
 patch_timeout_middleware()

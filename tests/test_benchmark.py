@@ -36,8 +36,8 @@ from benchmark.rubric import load_rubric
 from benchmark.scenarios import ScenarioSet, load_scenario_set
 from benchmark.store import BenchStore
 from service.generation.prompts import PROMPTS, render
-from service.scoring.model_registry import registry_client
 from service.settings import Settings
+from service.tracking import registry_client
 from tests.loopback_llm import GARBLED, GOOD_TIP, JUDGE_SCORES, LoopbackLLM
 from tipml.cli import app
 

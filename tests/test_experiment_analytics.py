@@ -16,13 +16,7 @@ from scipy.integrate import quad
 from scipy.stats import norm
 from typer.testing import CliRunner
 
-from flows.experiments.report import (
-    PLOT_FILE,
-    REPORT_EXPERIMENT,
-    REPORT_FILE,
-    ExperimentResult,
-    experiment_report,
-)
+from flows.experiments.report import PLOT_FILE, REPORT_FILE, ExperimentResult, experiment_report
 from flows.experiments.rewards import UnknownExperiment, decision_rewards
 from flows.experiments.stats import (
     UNLOGGED,
@@ -37,7 +31,7 @@ from flows.experiments.stats import (
 from service.events.log import EventLog
 from service.events.models import ATTRIBUTION_WINDOW, Decision, Feedback
 from service.experiments.config import ExperimentsConfig, Guardrails
-from service.scoring.model_registry import registry_client
+from service.tracking import REPORT_EXPERIMENT, registry_client
 from tipml.experiments_cli import experiments_app
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)

@@ -19,13 +19,9 @@ from flows.training import NotEnoughData, TrainParams, training, validation_star
 from service.scoring.feature_store import open_store
 from service.scoring.model_inputs import model_frame
 from service.scoring.model_names import CHALLENGER, CHAMPION, FEATURE_SERVICE_TAG, MODEL_NAME
-from service.scoring.model_registry import (
-    ModelRejected,
-    load_scorer,
-    registry_client,
-    version_by_alias,
-)
+from service.scoring.model_registry import ModelRejected, load_scorer, version_by_alias
 from service.settings import Settings
+from service.tracking import registry_client
 from tests.conftest import WORLD_END, WORLD_END_TS, require_server
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

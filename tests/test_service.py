@@ -16,9 +16,10 @@ from service.api.request import RequestContext
 from service.events.log import EventLog
 from service.scoring.candidates import candidate_frame
 from service.scoring.feature_store import open_store
-from service.scoring.model_registry import load_scorer, registry_client, version_by_alias
+from service.scoring.model_registry import load_scorer, version_by_alias
 from service.scoring.online_features import OnlineFeatureReader
 from service.scoring.shadow import shadow_log
+from service.tracking import registry_client
 
 NOW = datetime.now(UTC)
 CONTEXT = {

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from service.tracking import BENCHMARK_EXPERIMENT
 from tipml.cli_support import console, fail, settings_of, validated
 
 bench_app = typer.Typer(no_args_is_help=True, help="The tip benchmark: collect, judge, compare.")
@@ -82,7 +83,7 @@ def judge_export(
     ctx: typer.Context,
     benchmark: Annotated[
         str, typer.Option(help="Benchmark (MLflow experiment).")
-    ] = "tip-benchmark",
+    ] = BENCHMARK_EXPERIMENT,
     rubric: Annotated[str, typer.Option(help="Rubric version.")] = "tip-v1",
     out: Annotated[Path | None, typer.Option(help="Where to write the judge file.")] = None,
 ) -> None:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from service.scoring.model_names import Alias
 from service.settings import ENV_VARS, Settings
+from service.tracking import registry_client
 from tipml.bench_cli import bench_app
 from tipml.cli_support import console, fail, settings_of, validated
 from tipml.consume_cli import consume
@@ -216,7 +217,7 @@ def card(
 ) -> None:
     """Print the model card of the version holding an alias."""
     from flows.modeling.registration import read_card
-    from service.scoring.model_registry import registry_client, version_by_alias
+    from service.scoring.model_registry import version_by_alias
 
     client = registry_client(settings_of(ctx))
     version = version_by_alias(client, alias.value)

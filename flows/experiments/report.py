@@ -41,13 +41,11 @@ from flows.experiments.stats import (
     wilson_bounds,
     wilson_interval,
 )
-from flows.modeling.registration import experiment_id
 from service.events.log import EventLog
 from service.experiments.config import Experiment, ExperimentsConfig, Guardrails
-from service.scoring.model_registry import registry_client
 from service.settings import Settings
+from service.tracking import REPORT_EXPERIMENT, experiment_id, registry_client
 
-REPORT_EXPERIMENT = "tip-experiments"
 DEFAULT_CONTROL = "v1"
 PLOT_FILE = "accept_rate.png"
 REPORT_FILE = "report.json"

@@ -14,8 +14,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import infer_signature
 
 from flows.modeling.model_card import ModelCard
-from service.scoring.model_names import EXPERIMENT, FEATURE_SERVICE_TAG, MODEL_NAME
-from service.settings import Settings
+from service.scoring.model_names import FEATURE_SERVICE_TAG, MODEL_NAME
 
 CARD_JSON = "model_card.json"
 CARD_MARKDOWN = "model_card.md"
@@ -34,13 +33,6 @@ SKOPS_TRUSTED_TYPES = [
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 ]
-
-
-def experiment_id(client: MlflowClient, settings: Settings, name: str = EXPERIMENT) -> str:
-    existing = client.get_experiment_by_name(name)
-    if existing is not None:
-        return existing.experiment_id
-    return client.create_experiment(name, artifact_location=settings.artifact_location)
 
 
 def log_scorer(model: object, example: pd.DataFrame, validation_rows: pd.DataFrame) -> ModelVersion:

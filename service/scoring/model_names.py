@@ -3,7 +3,6 @@
 from enum import StrEnum
 
 MODEL_NAME = "tip-scorer"
-EXPERIMENT = "tip-scorer"
 FEATURE_SERVICE_TAG = "feast.feature_service"
 
 

@@ -18,6 +18,7 @@ from service.scoring.fast_predict import AcceptProbability, accept_probability
 from service.scoring.model_inputs import MODEL_FEATURES
 from service.scoring.model_names import CHAMPION, FEATURE_SERVICE_TAG, MODEL_NAME
 from service.settings import Settings
+from service.tracking import registry_client
 
 
 class ModelRejected(RuntimeError):
@@ -30,12 +31,6 @@ class LoadedScorer:
     version: str
     feature_service: str
     accept_probability: AcceptProbability  # the model's P(accept), fast where exact
-
-
-def registry_client(settings: Settings) -> MlflowClient:
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
 def version_by_alias(client: MlflowClient, alias: str) -> ModelVersion | None:
