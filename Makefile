@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint perf clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,10 +24,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(STAMP)
-	$(BIN)/python bench/materialize.py
-	$(BIN)/python bench/score_load.py
-	$(BIN)/python bench/generate_overhead.py
+perf: $(STAMP)
+	$(BIN)/python -m perf.materialize
+	$(BIN)/python -m perf.score_load
+	$(BIN)/python -m perf.generate_overhead
+	$(BIN)/python -m perf.bandit_regret
+	$(BIN)/python -m perf.ingest
 
 clean:
 	rm -rf $(VENV) feature_repo/data

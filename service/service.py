@@ -114,7 +114,7 @@ def _report(endpoint: str, failures: dict[str, str]) -> dict[str, str]:
 @bentoml.service(
     name="tipml",
     # One process per core, each with its own Feast store and models: /score is CPU-bound
-    # Python, so one process serves one core (bench/score_load.py, 2 cores: 2 workers
+    # Python, so one process serves one core (perf/score_load.py, 2 cores: 2 workers
     # doubled throughput at 8 in flight and cut p99 from 20 to 15 ms; 1 in flight unchanged).
     workers=_workers(os.environ.get(WORKERS_ENV, "cpu_count")),
     http={"host": "127.0.0.1", "port": 3000},

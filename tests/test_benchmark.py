@@ -1,5 +1,5 @@
 """The tip benchmark end to end: scenarios, rubric, collect, judge, against real MLflow and a
-loopback server that speaks Ollama's /api/show and /api/chat (tests/loopback_llm.py)."""
+loopback server that speaks Ollama's /api/show and /api/chat (perf/loopback_llm.py)."""
 
 import json
 import os
@@ -35,10 +35,10 @@ from benchmark.models import MODELS_CONFIG, ModelRefused, ModelsConfig, parse_si
 from benchmark.rubric import load_rubric
 from benchmark.scenarios import ScenarioSet, load_scenario_set
 from benchmark.store import BenchStore
+from perf.loopback_llm import GARBLED, GOOD_TIP, JUDGE_SCORES, LoopbackLLM
 from service.generation.prompts import PROMPTS, render
 from service.settings import Settings
 from service.tracking import registry_client
-from tests.loopback_llm import GARBLED, GOOD_TIP, JUDGE_SCORES, LoopbackLLM
 from tipml.cli import app
 
 OFFLINE = ("rules", "generic-baseline", "chatty-baseline")

@@ -1,6 +1,6 @@
 """The offline rules provider and the gateway, through the real LiteLLM Router.
 
-Other providers are a real HTTP server on 127.0.0.1 (tests/loopback_llm.py) speaking the
+Other providers are a real HTTP server on 127.0.0.1 (perf/loopback_llm.py) speaking the
 OpenAI and Ollama wire protocols, configured through the shipped service/generation/gateway.yaml.
 """
 
@@ -14,6 +14,7 @@ from litellm.types.router import RetryPolicy
 from pydantic import ValidationError
 
 from feature_repo.categories import TIP_CATEGORIES
+from perf.loopback_llm import BAD_TIP, COMPLETION_TOKENS, GOOD_TIP, PROMPT_TOKENS, LoopbackLLM
 from service.generation.gateway import PRIMARY_ENV, Gateway, GatewayConfig, GatewayError
 from service.generation.prompt_blocks import (
     WEEKDAYS,
@@ -24,7 +25,6 @@ from service.generation.prompt_blocks import (
 )
 from service.generation.prompts import PROMPTS, check_output, render
 from service.generation.rules_llm import register_rules_provider, write_tip
-from tests.loopback_llm import BAD_TIP, COMPLETION_TOKENS, GOOD_TIP, PROMPT_TOKENS, LoopbackLLM
 
 TIMEOUT_S = 0.5
 SLACK_S = 0.35  # the fallback's answer and the event loop's scheduling, on a busy machine

@@ -15,7 +15,7 @@ from rich.table import Table
 from service.scoring.model_names import Alias
 from service.settings import ENV_VARS, Settings
 from service.tracking import registry_client
-from tipml.bench_cli import bench_app
+from tipml.benchmark_cli import bench_app
 from tipml.cli_support import console, fail, settings_of, validated
 from tipml.consume_cli import consume
 from tipml.experiments_cli import experiments_app

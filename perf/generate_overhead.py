@@ -8,19 +8,15 @@ interleaved call by call so that machine noise falls on both alike, after an unt
            per-attempt timeout, the output check and the result model
 
 Providers: `rules`, the offline provider (pure overhead: its answer costs microseconds), and
-`loopback`, an OpenAI-compatible HTTP server on 127.0.0.1 (tests/loopback_llm.py) as a stand-in
+`loopback`, an OpenAI-compatible HTTP server on 127.0.0.1 (perf/loopback_llm.py) as a stand-in
 for a real model server. Shared machines are noisy, so the headline is the ratio of latencies
 measured in the same run; nothing is asserted about time.
 
-    .venv/bin/python bench/generate_overhead.py [--calls 300] [--providers rules loopback]
+    .venv/bin/python -m perf.generate_overhead [--calls 300] [--providers rules loopback]
 """
 
 import os
-import sys
-from pathlib import Path
 
-# The loopback server is the tests' own; the repo root makes `tests` importable from here.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # This script imports LiteLLM before the service package that sets this: set it first, or
 # LiteLLM tries to download its price map on import.
 os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
@@ -36,11 +32,11 @@ from typing import Any
 
 import litellm
 
+from perf.loopback_llm import LoopbackLLM
 from service.generation.gateway import PRIMARY_ENV, Gateway, GatewayConfig
 from service.generation.prompt_blocks import PromptContext, PromptFacts, PromptTask
 from service.generation.prompts import render
 from service.generation.rules_llm import register_rules_provider
-from tests.loopback_llm import LoopbackLLM
 
 LOOPBACK_MODEL = "openai/loopback-tiny"
 WARM_UP_CALLS = 20

@@ -15,7 +15,7 @@ After each run a few users are read back through `get_online_features` and compa
 their latest row, and the number of stored entities is checked. Shared machines are noisy,
 so the headline is the ratio of throughputs measured in the same run.
 
-    .venv/bin/python bench/materialize.py [--users 10000 100000] [--stores sqlite redis] [--keep]
+    .venv/bin/python -m perf.materialize [--users 10000 100000] [--stores sqlite redis] [--keep]
 """
 
 import argparse

@@ -25,7 +25,7 @@ Printed: events/s per phase, the ratios ours/naive and ours/publish, and the iss
 is shared and noisy: compare by the ratios measured in the same run (the load average is
 printed first).
 
-    .venv/bin/python bench/ingest.py [--events 50000] [--batch 100 500 1000]
+    .venv/bin/python -m perf.ingest [--events 50000] [--batch 100 500 1000]
                                      [--duplicates 0.05] [--naive-events 3000]
 """
 

@@ -6,7 +6,7 @@ the other (never both at once, so they don't share the CPUs):
   ours      service.service:TipService: one Feast row per request, the TimeoutMiddleware timer
             fix, gc.freeze() after warm-up, no access log, and shadow scoring when the home
             has a challenger (as deployed).
-  baseline  bench.baseline_service:BaselineService: stock BentoML, one Feast row per
+  baseline  perf.baseline_service:BaselineService: stock BentoML, one Feast row per
             candidate through the same FeatureService, same fallbacks, model and scores.
 
 For each level of requests in flight (--levels, default 1 8 32), for --seconds each: requests
@@ -39,7 +39,7 @@ is read in place), so benchmark traffic never lands in the home's shadow log. Th
 shared and noisy: compare the two services by the ratios from one run, and read the CPU
 columns (and the load average printed first) before trusting absolute numbers.
 
-    .venv/bin/python bench/score_load.py [--home PATH] [--seconds 10] [--levels 1 8 32]
+    .venv/bin/python -m perf.score_load [--home PATH] [--seconds 10] [--levels 1 8 32]
                                          [--skip-baseline] [--service-env KEY=VALUE ...]
 """
 
@@ -85,7 +85,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENTOML = Path(sys.executable).with_name("bentoml")
 SERVICES = {
     "ours": "service.service:TipService",
-    "baseline": "bench.baseline_service:BaselineService",
+    "baseline": "perf.baseline_service:BaselineService",
 }
 HOST = "127.0.0.1"
 

@@ -1,6 +1,6 @@
-"""The baseline /score for bench/score_load.py: stock BentoML, every candidate row through Feast.
+"""The baseline /score for perf/score_load.py: stock BentoML, every candidate row through Feast.
 
-    bentoml serve bench.baseline_service:BaselineService --port 3001   # from the repo root
+    bentoml serve perf.baseline_service:BaselineService --port 3001   # from the repo root
 
 The issue defines it as "stock BentoML, /score reading all 20 candidate rows through the
 FeatureService per request, nothing else". Same request and response contract as

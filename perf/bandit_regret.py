@@ -18,7 +18,7 @@ choices, so it is less noisy than counting missed accepts. The policies see the 
 request ids and reward draws (common random numbers), and the headline is the ratio of each
 policy's regret to the uniform A/B's, averaged over seeds.
 
-    .venv/bin/python bench/bandit_regret.py [--impressions 50000] [--batch 500] [--seeds 5]
+    .venv/bin/python -m perf.bandit_regret [--impressions 50000] [--batch 500] [--seeds 5]
 """
 
 import argparse
