@@ -1,13 +1,14 @@
 """Phase A, collect: every (model, prompt version, scenario, sample) cell answered once.
 
-Model-major: all cells of one model run (up to `concurrency` at a time) before the next model
-is called, so a local server holds one model at a time; Ollama models are sent keep_alive=0.
-Every model passes the size guard before the first call of the run. Each answer is cached by
-(model, params, prompt hash, scenario content, sample), so a rerun, or the same grid in another
-benchmark, calls no model. Each cell becomes one MLflow run (tags, prompt, candidate and raw
-response as artifacts, latency, tokens, cost) and then one ledger row; a crash between the
-two leaves a run no cell points to, which the next collect deletes before it starts, so a
-resumed collect has no duplicate cells.
+The models are benchmark/models.py's, the scenarios benchmark/scenarios.py's, rendered by the
+service's own prompt code. Model-major: all cells of one model run (up to `concurrency` at a
+time) before the next model is called, so a local server holds one model at a time; Ollama
+models are sent keep_alive=0. Every model passes the size guard before the first call of the
+run. Each answer is cached by (model, params, prompt hash, scenario content, sample), so a
+rerun, or the same grid in another benchmark, calls no model. Each cell becomes one MLflow run
+(tags, prompt, candidate and raw response as artifacts, latency, tokens, cost) and then one
+ledger row (benchmark/store.py); a crash between the two leaves a run no cell points to, which
+the next collect deletes before it starts, so a resumed collect has no duplicate cells.
 """
 
 import asyncio
@@ -30,7 +31,6 @@ from service.tracking import BENCHMARK_EXPERIMENT, experiment_id, registry_clien
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BENCHMARK = BENCHMARK_EXPERIMENT
 CELL_TAG = "cell_id"
 
 
@@ -45,7 +45,7 @@ class CollectParams(BaseModel):
     concurrency: int = Field(default=4, ge=1, le=32, description="calls in flight per model")
     timeout_s: float = Field(default=120.0, gt=0, le=3600)
     allow_unknown_size: bool = False
-    benchmark: str = Field(default=DEFAULT_BENCHMARK, pattern=r"^[A-Za-z0-9][\w.-]{0,99}$")
+    benchmark: str = Field(default=BENCHMARK_EXPERIMENT, pattern=r"^[A-Za-z0-9][\w.-]{0,99}$")
 
     @field_validator("prompts")
     @classmethod
@@ -75,8 +75,8 @@ class CollectReport(BaseModel):
     failed: dict[str, str] = Field(description="cell -> error, for cells still missing")
 
 
-class _Slot(BaseModel):
-    """One cell of the grid, before it is answered."""
+class _GridPoint(BaseModel):
+    """One (model, prompt version, scenario, sample) of the grid: a cell before it is answered."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -93,19 +93,19 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def cell_id(benchmark: str, set_hash: str, slot: _Slot) -> str:
+def cell_id(benchmark: str, set_hash: str, point: _GridPoint) -> str:
     return _digest(
-        benchmark, set_hash, slot.model, slot.prompt_version, slot.scenario.id, slot.sample
+        benchmark, set_hash, point.model, point.prompt_version, point.scenario.id, point.sample
     )
 
 
-def cache_key(client: ModelClient, slot: _Slot) -> str:
+def cache_key(client: ModelClient, point: _GridPoint) -> str:
     return _digest(
         client.litellm_model,
         client.cache_params(),
-        prompt_hash(slot.prompt_version),
-        slot.scenario.model_dump(mode="json"),
-        slot.sample,
+        prompt_hash(point.prompt_version),
+        point.scenario.model_dump(mode="json"),
+        point.sample,
     )
 
 
@@ -140,7 +140,7 @@ class Collector:
             name: ModelClient(config.deployment(name), config.env_defaults, params.timeout_s)
             for name in params.models
         }
-        self.store = BenchStore(settings.bench_dir / "bench.db")
+        self.store = BenchStore.of(settings)
         self.mlflow = registry_client(settings)
         self.calls = self.hits = 0
 
@@ -151,16 +151,16 @@ class Collector:
             check_size(name, size, self.params.allow_unknown_size)
             log.info("%s: %s parameters (%s)", name, size.billions, size.detail)
 
-    def grid(self, model: str) -> list[_Slot]:
+    def grid(self, model: str) -> list[_GridPoint]:
         return [
-            _Slot(model=model, prompt_version=version, scenario=scenario, sample=sample)
+            _GridPoint(model=model, prompt_version=version, scenario=scenario, sample=sample)
             for version in self.params.prompts
             for scenario in self.scenarios
             for sample in range(self.params.samples)
         ]
 
-    async def _answer(self, client: ModelClient, slot: _Slot, messages: list[dict]) -> dict:
-        key = cache_key(client, slot)
+    async def _answer(self, client: ModelClient, point: _GridPoint, messages: list[dict]) -> dict:
+        key = cache_key(client, point)
         if (cached := self.store.cached(key)) is not None:
             self.hits += 1
             return cached | {"from_cache": True}
@@ -171,26 +171,26 @@ class Collector:
         return record | {"from_cache": False}
 
     def _record(
-        self, experiment: str, slot: _Slot, cid: str, messages: list[dict], answer: dict
+        self, experiment: str, point: _GridPoint, cid: str, messages: list[dict], answer: dict
     ) -> None:
-        client = self.clients[slot.model]
+        client = self.clients[point.model]
         check = check_output(answer["text"])
         tags = {
             CELL_TAG: cid,
             "benchmark": self.params.benchmark,
-            "model": slot.model,
+            "model": point.model,
             "litellm_model": client.litellm_model,
-            "prompt_version": slot.prompt_version,
-            "prompt_hash": prompt_hash(slot.prompt_version),
-            "scenario": slot.scenario.id,
-            "persona": slot.scenario.persona,
+            "prompt_version": point.prompt_version,
+            "prompt_hash": prompt_hash(point.prompt_version),
+            "scenario": point.scenario.id,
+            "persona": point.scenario.persona,
             "scenario_set": self.scenario_set.id,
             "scenario_set_hash": self.scenario_set.content_hash,
-            "sample": str(slot.sample),
+            "sample": str(point.sample),
             "judge_pending": "true",
             "from_cache": str(answer["from_cache"]).lower(),
         }
-        run = self.mlflow.create_run(experiment, run_name=slot.label(), tags=tags)
+        run = self.mlflow.create_run(experiment, run_name=point.label(), tags=tags)
         run_id = run.info.run_id
         metrics = {
             "latency_ms": answer["latency_ms"],
@@ -215,14 +215,14 @@ class Collector:
             Cell(
                 cell_id=cid,
                 benchmark=self.params.benchmark,
-                model=slot.model,
+                model=point.model,
                 litellm_model=client.litellm_model,
-                prompt_version=slot.prompt_version,
-                prompt_hash=prompt_hash(slot.prompt_version),
+                prompt_version=point.prompt_version,
+                prompt_hash=prompt_hash(point.prompt_version),
                 scenario_set=self.scenario_set.id,
                 scenario_set_hash=self.scenario_set.content_hash,
-                scenario_id=slot.scenario.id,
-                sample=slot.sample,
+                scenario_id=point.scenario.id,
+                sample=point.sample,
                 params=client.cache_params(),
                 text=check.text,
                 format_ok=check.format_ok,
@@ -248,23 +248,23 @@ class Collector:
         gate = asyncio.Semaphore(self.params.concurrency)
         collected = 0
 
-        async def one(slot: _Slot) -> None:
+        async def one(point: _GridPoint) -> None:
             nonlocal collected
-            messages = render(slot.prompt_version, slot.scenario.prompt_context())
+            messages = render(point.prompt_version, point.scenario.prompt_context())
             async with gate:
                 try:
-                    answer = await self._answer(client, slot, messages)
+                    answer = await self._answer(client, point, messages)
                 except Exception as error:  # a provider failure is a missing cell, reported
-                    failed[slot.label()] = f"{type(error).__name__}: {error}"[:300]
+                    failed[point.label()] = f"{type(error).__name__}: {error}"[:300]
                     bar.advance(task)
                     return
             self._record(
-                experiment, slot, cell_id(self.params.benchmark, set_hash, slot), messages, answer
+                experiment, point, cell_id(self.params.benchmark, set_hash, point), messages, answer
             )
             collected += 1
             bar.advance(task)
 
-        await asyncio.gather(*(one(slot) for slot in todo))
+        await asyncio.gather(*(one(point) for point in todo))
         return collected
 
     async def run(self) -> CollectReport:

@@ -1,14 +1,14 @@
 """Phase C, compare: the judged cells ranked, tested and checked for judge agreement.
 
-Every collected answer is an item; its criteria are the mean of the selected judges' scores and
-its composite is the rubric's (format_ok and overlong come from the cell, checked by code, never
-from a judge). Cells never judged, and judge answers that gave no score, are counted and
-reported, never scored as zero. The statistics are benchmark/stats.py's: a leaderboard of
+The items are benchmark/items.py's `judged_items` (criteria averaged over the selected judges,
+the rubric's composite); cells never judged, and judge answers that gave no score, are counted
+and reported, never scored as zero. The statistics are benchmark/stats.py's: a leaderboard of
 (model, prompt version) groups with scenario-clustered bootstrap intervals, Holm-corrected
 paired tests, rank stability under other rubric weights, and judge variance and agreement.
 
-The result is written under bench_dir/reports/<benchmark>-<UTC time>/ as report.html,
-leaderboard.png and leaderboard.json, and logged with the rubric text to one MLflow run
+The result, a CompareReport (benchmark/report_models.py), is written under
+bench_dir/reports/<benchmark>-<UTC time>/ as report.html, leaderboard.png
+(benchmark/report.py) and leaderboard.json, and logged with the rubric text to one MLflow run
 `compare-<UTC time>` in the benchmark's experiment.
 """
 
@@ -17,9 +17,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,26 +26,25 @@ from mlflow.entities import Metric, Param
 from pydantic import BaseModel, ConfigDict, Field
 
 from benchmark import stats
-from benchmark.collect import DEFAULT_BENCHMARK
+from benchmark.items import cell_label, cells_frame, judged_items, judgments_frame
 from benchmark.report import leaderboard_png, render_html
-from benchmark.rubric import CRITERIA, DEFAULT_RUBRIC, Rubric, load_rubric
-from benchmark.store import BenchStore, Cell, JudgeBatch, JudgeFailure, Judgment
+from benchmark.report_models import (
+    CompareReport,
+    ItemExample,
+    JudgePairAgreement,
+    JudgesSection,
+    JudgeSummary,
+    LeaderboardRow,
+    ScenarioSetRef,
+)
+from benchmark.rubric import DEFAULT_RUBRIC, Rubric, load_rubric
+from benchmark.store import BenchStore, JudgeBatch, JudgeFailure, Judgment
 from service.settings import Settings
-from service.tracking import experiment_id, registry_client
+from service.tracking import BENCHMARK_EXPERIMENT, experiment_id, registry_client
 
 log = logging.getLogger(__name__)
 
 CI_LEVEL = 0.95
-# What identifies an item: its cell, its (model, prompt) group, its scenario and sample.
-_KEY_COLUMNS = ("cell_id", "cell", "model", "prompt_version", "scenario", "sample")
-ITEM_COLUMNS = (
-    *_KEY_COLUMNS,
-    *CRITERIA,
-    "format_ok",
-    "overlong",
-    "composite",
-    "n_judgments",
-)
 HOW_TO_JUDGE = (
     "judge them first: `tipml bench judge export` (then `tipml bench judge apply FILE`) "
     "or `tipml bench judge auto --judge MODEL`"
@@ -56,7 +54,7 @@ HOW_TO_JUDGE = (
 class CompareParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    benchmark: str = DEFAULT_BENCHMARK
+    benchmark: str = BENCHMARK_EXPERIMENT
     rubric: str = DEFAULT_RUBRIC
     judges: tuple[str, ...] = Field(
         default=(), description="judges whose scores count; empty = every judge of the benchmark"
@@ -64,167 +62,6 @@ class CompareParams(BaseModel):
     n_boot: int = Field(default=2000, ge=100, le=100_000)
     seed: int = 0
     alpha: float = Field(default=0.05, gt=0, lt=1)
-
-
-class ItemExample(BaseModel):
-    scenario: str
-    sample: int
-    composite: float
-    text: str = Field(description="the model's answer, verbatim (untrusted)")
-
-
-class LeaderboardRow(BaseModel):
-    rank: int = Field(description="1 = best mean composite")
-    cell: str = Field(description="model|prompt_version")
-    model: str
-    prompt_version: str
-    mean: float
-    low: float = Field(description="lower bound of the scenario-cluster bootstrap interval")
-    high: float
-    n_items: int = Field(description="judged items")
-    n_scenarios: int
-    n_unjudged: int = Field(description="collected items no selected judge has scored")
-    criteria: dict[str, float] = Field(description="mean score per criterion")
-    format_ok_rate: float
-    overlong_rate: float
-    mean_latency_ms: float
-    total_cost_usd: float | None = Field(description="None when any item's cost is unknown")
-    best: ItemExample
-    worst: ItemExample
-
-
-class JudgeSummary(BaseModel):
-    judge: str
-    kinds: list[str] = Field(description="human, llm or rules, from its batches")
-    rubric_hashes: list[str] = Field(description="rubric text hashes its batches were made with")
-    n_cells: int
-    n_judgments: int = Field(description="scores given, repeats included")
-    n_failures: int = Field(description="answers that gave no score; never counted as scores")
-    max_repeats: int
-    variance: stats.JudgeVariance | None = Field(
-        description="spread of its repeated scores; None when no item was judged twice"
-    )
-
-
-class JudgePairAgreement(BaseModel):
-    judge_a: str
-    judge_b: str
-    n_cells: int
-    kappa: dict[str, float] = Field(description="quadratic weighted kappa per criterion")
-
-
-class JudgesSection(BaseModel):
-    judges: list[JudgeSummary]
-    pairs: list[JudgePairAgreement] = Field(description="pairs of judges sharing cells")
-    krippendorff_alpha: dict[str, float] | None = Field(
-        description="interval alpha per criterion across all judges; None with fewer than two "
-        "judges or no cell judged by two"
-    )
-
-
-class ScenarioSetRef(BaseModel):
-    id: str
-    hash: str
-    n_cells: int
-
-
-class CompareReport(BaseModel):
-    benchmark: str
-    created: datetime
-    rubric_version: str
-    rubric_hash: str
-    weights: dict[str, float]
-    scenario_sets: list[ScenarioSetRef]
-    judges_selected: list[str]
-    n_cells: int
-    n_judged: int
-    n_unjudged: int
-    n_boot: int
-    seed: int
-    alpha: float
-    ci_level: float
-    leaderboard: list[LeaderboardRow] = Field(description="best first")
-    pairs: list[stats.PairTest]
-    rank_stability: stats.RankStability
-    judges: JudgesSection
-    report_dir: Path
-    html_path: Path
-    png_path: Path
-    json_path: Path
-    run_id: str
-
-
-def cell_label(model: str, prompt_version: str) -> str:
-    return f"{model}|{prompt_version}"
-
-
-_CELL_COLUMNS = (
-    *_KEY_COLUMNS,
-    "format_ok",
-    "overlong",
-    "latency_ms",
-    "cost_usd",
-    "text",
-)
-
-
-def _cells_frame(cells: Sequence[Cell]) -> pd.DataFrame:
-    # Two scenario sets (or two versions of one) may reuse a scenario id for another context;
-    # qualifying the id keeps such items from being paired as if they were the same scenario.
-    qualify = len({(c.scenario_set, c.scenario_set_hash) for c in cells}) > 1
-    rows = [
-        (
-            c.cell_id,
-            cell_label(c.model, c.prompt_version),
-            c.model,
-            c.prompt_version,
-            f"{c.scenario_set}@{c.scenario_set_hash[:8]}/{c.scenario_id}"
-            if qualify
-            else c.scenario_id,
-            c.sample,
-            int(c.format_ok),
-            int(c.overlong),
-            c.latency_ms,
-            c.cost_usd,
-            c.text,
-        )
-        for c in cells
-    ]
-    return pd.DataFrame(rows, columns=list(_CELL_COLUMNS))
-
-
-def _judgments_frame(judgments: Sequence[Judgment]) -> pd.DataFrame:
-    return pd.DataFrame([j.model_dump() for j in judgments], columns=list(Judgment.model_fields))
-
-
-def item_scores(
-    cells: Sequence[Cell],
-    judgments: Sequence[Judgment],
-    rubric: Rubric,
-    judges: Collection[str] = (),
-) -> pd.DataFrame:
-    """One row per judged cell (ITEM_COLUMNS); cells no selected judge scored are left out.
-
-    A criterion is the mean over the selected judges (all when `judges` is empty) of each
-    judge's mean over its repeats, so a judge asked k times does not weigh k times as much.
-    Judgments on another rubric version are ignored.
-    """
-    chosen = _judgments_frame(
-        [
-            j
-            for j in judgments
-            if j.rubric_version == rubric.version and (not judges or j.judge in judges)
-        ]
-    )
-    per_judge = chosen.groupby(["cell_id", "judge"])[list(CRITERIA)].mean()
-    scores = per_judge.groupby(level="cell_id").mean()
-    scores["n_judgments"] = chosen.groupby("cell_id").size()
-    items = _cells_frame(cells).join(scores, on="cell_id", how="inner")
-    items["composite"] = [
-        rubric.composite({c: getattr(row, c) for c in CRITERIA}, row.format_ok, row.overlong)
-        for row in items.itertuples()
-    ]
-    return items.loc[:, list(ITEM_COLUMNS)].reset_index(drop=True)
 
 
 def _example(row: pd.Series) -> ItemExample:
@@ -236,8 +73,8 @@ def _example(row: pd.Series) -> ItemExample:
     )
 
 
-def _leaderboard(
-    items: pd.DataFrame, cells: pd.DataFrame, params: CompareParams
+def _leaderboard_rows(
+    items: pd.DataFrame, cells: pd.DataFrame, params: CompareParams, rubric: Rubric
 ) -> list[LeaderboardRow]:
     estimates = stats.bootstrap_ci(items, n_boot=params.n_boot, level=CI_LEVEL, seed=params.seed)
     detailed = items.merge(cells[["cell_id", "latency_ms", "cost_usd", "text"]], on="cell_id")
@@ -259,7 +96,7 @@ def _leaderboard(
                 "n_items": estimate.n_items,
                 "n_scenarios": estimate.n_scenarios,
                 "n_unjudged": int(collected[label]) - len(group),
-                "criteria": {c: float(group[c].mean()) for c in CRITERIA},
+                "criteria": {c: float(group[c].mean()) for c in rubric.criteria},
                 "format_ok_rate": float(group["format_ok"].mean()),
                 "overlong_rate": float(group["overlong"].mean()),
                 "mean_latency_ms": float(group["latency_ms"].mean()),
@@ -293,7 +130,7 @@ def _judges_section(
         if len(repeats) and repeats.max() >= 2:
             long = own.melt(
                 id_vars=["cell_id", "repeat"],
-                value_vars=list(CRITERIA),
+                value_vars=list(rubric.criteria),
                 var_name="criterion",
                 value_name="score",
             )
@@ -315,7 +152,7 @@ def _judges_section(
         )
 
     # Agreement is on each judge's per-cell mean over its repeats.
-    means = judgments.groupby(["judge", "cell_id"])[list(CRITERIA)].mean()
+    means = judgments.groupby(["judge", "cell_id"])[list(rubric.criteria)].mean()
     scoring = sorted(judgments["judge"].unique())
     pairs = []
     for a, b in itertools.combinations(scoring, 2):
@@ -332,7 +169,7 @@ def _judges_section(
                     c: stats.weighted_kappa(
                         _round_half_up(left[c]), _round_half_up(right[c]), weights="quadratic"
                     )
-                    for c in CRITERIA
+                    for c in rubric.criteria
                 },
             )
         )
@@ -340,7 +177,7 @@ def _judges_section(
     if pairs:  # some cell was judged by two judges, which alpha needs
         alpha = {
             c: stats.krippendorff_alpha_interval(means[c].unstack("cell_id").to_numpy(float))
-            for c in CRITERIA
+            for c in rubric.criteria
         }
     return JudgesSection(judges=summaries, pairs=pairs, krippendorff_alpha=alpha)
 
@@ -379,7 +216,7 @@ def _metrics(leaderboard: Sequence[LeaderboardRow]) -> dict[str, float]:
 def compare(params: CompareParams, settings: Settings) -> CompareReport:
     """Compare the benchmark's judged cells; write the report and log it to MLflow."""
     rubric = load_rubric(params.rubric)
-    store = BenchStore(settings.bench_dir / "bench.db")
+    store = BenchStore.of(settings)
     try:
         cells = store.cells(params.benchmark)
         judgments = store.judgments(rubric.version)
@@ -398,18 +235,18 @@ def compare(params: CompareParams, settings: Settings) -> CompareReport:
     selected = _select_judges(params.judges, judgments, failures)
     judgments = [j for j in judgments if j.judge in selected]
     failures = [f for f in failures if f.judge in selected]
-    items = item_scores(cells, judgments, rubric, selected)
+    items = judged_items(cells, judgments, rubric, selected)
     if items.empty:
         raise ValueError(
             f"benchmark {params.benchmark!r} has {len(cells)} cells but none judged on "
             f"{rubric.version}; {HOW_TO_JUDGE}"
         )
 
-    leaderboard = _leaderboard(items, _cells_frame(cells), params)
+    leaderboard = _leaderboard_rows(items, cells_frame(cells), params, rubric)
     metrics = _metrics(leaderboard)
     pairs = stats.paired_tests(items, seed=params.seed, alpha=params.alpha)
     stability = stats.rank_stability(items, rubric.weights, seed=params.seed)
-    judges = _judges_section(selected, _judgments_frame(judgments), failures, batches, rubric)
+    judges = _judges_section(selected, judgments_frame(judgments), failures, batches, rubric)
     if stale := {h for j in judges.judges for h in j.rubric_hashes} - {rubric.text_hash}:
         log.warning("judge batches made with another %s text: %s", rubric.version, stale)
     set_counts = pd.Series([(c.scenario_set, c.scenario_set_hash) for c in cells]).value_counts()

@@ -1,16 +1,18 @@
 """Phase B, judge: scores on the rubric for collected cells, from a file or from a model.
 
 `export` writes the cells no judge has scored yet, with the rubric, as one JSON file whose
-schema is published (benchmark/schemas/judge-file.schema.json). `apply_file` validates the
-whole filled-in file (strictly against that schema, rubric version and text, item ids, every
-score, and every item's exported content against the ledger) and applies it in one transaction
-with the judge's identity, or applies nothing and lists every problem.
-`auto` asks a model from benchmark/models.yaml at temperature 0 for JSON scores; an answer
-that does not parse is recorded as a failure, never as a score, and a sample of items can be
-judged k times to measure the judge's own variance.
+schema is published (benchmark/schemas/judge-file.schema.json, `write_schema`; the models
+below, with the default rubric's scores). `apply_file` validates the whole filled-in file
+(strictly against that schema, rubric version and text, item ids, every score, and every
+item's exported content against the ledger) and applies it in one transaction with the
+judge's identity, or applies nothing and lists every problem.
+`auto` asks a model from benchmark/models.yaml at temperature 0 for JSON scores
+(benchmark/judge_prompt.py); an answer that does not parse is recorded as a failure, never as
+a score, and a sample of items can be judged k times to measure the judge's own variance.
 
-After a batch is committed, each judged cell's MLflow run gets the mean scores, the composite,
-`judge_pending=false`, the judges and the rubric text; that mirror is idempotent.
+After a batch is committed, each judged cell's MLflow run gets its item scores
+(benchmark/items.py, as compare computes them), `judge_pending=false`, the judges and the
+rubric text; that mirror is idempotent.
 """
 
 import asyncio
@@ -26,16 +28,15 @@ from mlflow.entities import Metric, RunTag
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import from_json
 
-from benchmark.collect import DEFAULT_BENCHMARK
-from benchmark.compare import item_scores
-from benchmark.judge_prompt import ANSWER_SCHEMA, UnparseableAnswer, judge_messages, parse_scores
+from benchmark.items import judged_items
+from benchmark.judge_prompt import UnparseableAnswer, answer_model, judge_messages, parse_scores
 from benchmark.models import ModelClient, ModelsConfig, model_family
-from benchmark.rubric import CRITERIA, DEFAULT_RUBRIC, Rubric, load_rubric
+from benchmark.rubric import DEFAULT_RUBRIC, Rubric, load_rubric
 from benchmark.scenarios import Scenario, load_scenario_set
 from benchmark.store import BenchStore, Cell, JudgeBatch, JudgeFailure, Judgment
 from service.generation.prompt_blocks import PromptContext
 from service.settings import Settings
-from service.tracking import registry_client
+from service.tracking import BENCHMARK_EXPERIMENT, registry_client
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "judge-file.schema.json"
 SCHEMA_VERSION = 1
@@ -44,7 +45,6 @@ SCHEMA_VERSION = 1
 # byte one: each wrong value costs an error, and a million of them took 6 s and 1 GB.
 MAX_FILE_BYTES = 32 * 2**20
 MAX_JSON_VALUES = 300_000
-Score = Annotated[int, Field(ge=1, le=5)]
 
 
 class JudgeRejected(ValueError):
@@ -70,13 +70,8 @@ def _exactly_int(value: object) -> object:
     return value
 
 
-class ItemScores(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    relevance: Score
-    actionability: Score
-    tone: Score
-    rationale: str = Field(default="", max_length=1000)
+# One published schema for every rubric version: each scores the ledger's criteria (rubric.py).
+ItemScores = load_rubric(DEFAULT_RUBRIC).scores_model("ItemScores", strict=True)
 
 
 class JudgeItem(BaseModel):
@@ -129,14 +124,12 @@ class JudgeFile(BaseModel):
     items: list[JudgeItem] = Field(min_length=1)
 
 
-def published_schema() -> dict:
-    return JudgeFile.model_json_schema()
-
-
-def write_schema() -> Path:
-    SCHEMA_PATH.parent.mkdir(exist_ok=True)
-    SCHEMA_PATH.write_text(json.dumps(published_schema(), indent=2, sort_keys=True) + "\n")
-    return SCHEMA_PATH
+def write_schema(path: Path = SCHEMA_PATH) -> Path:
+    """Write the judge file's JSON schema to `path`: by default the published file, which must
+    stay byte for byte what this writes (a test writes it elsewhere and compares)."""
+    schema = JudgeFile.model_json_schema()
+    path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+    return path
 
 
 # --- shared -----------------------------------------------------------------------------------
@@ -180,7 +173,7 @@ def mirror_to_mlflow(settings: Settings, store: BenchStore, benchmark: str, rubr
     run; returns runs updated. Safe to repeat: the values are recomputed from the ledger."""
     cells = store.cells(benchmark)
     judgments = store.judgments(rubric.version)
-    items = item_scores(cells, judgments, rubric)
+    items = judged_items(cells, judgments, rubric)
     judges_of: dict[str, set[str]] = defaultdict(set)
     for judgment in judgments:
         judges_of[judgment.cell_id].add(judgment.judge)
@@ -188,7 +181,7 @@ def mirror_to_mlflow(settings: Settings, store: BenchStore, benchmark: str, rubr
     client = registry_client(settings)
     now = int(time.time() * 1000)
     for item in items.itertuples():
-        metrics = {name: float(getattr(item, name)) for name in (*CRITERIA, "composite")}
+        metrics = {name: float(getattr(item, name)) for name in (*rubric.criteria, "composite")}
         metrics["judgments"] = float(item.n_judgments)
         tags = {
             "judge_pending": "false",
@@ -215,13 +208,13 @@ class ExportReport(BaseModel):
 
 def export(
     settings: Settings,
-    benchmark: str = DEFAULT_BENCHMARK,
+    benchmark: str = BENCHMARK_EXPERIMENT,
     rubric_version: str = DEFAULT_RUBRIC,
     path: Path | None = None,
 ) -> ExportReport:
     """The benchmark's cells that no judge has scored on the rubric, as one judge file."""
     rubric = load_rubric(rubric_version)
-    store = BenchStore(settings.bench_dir / "bench.db")
+    store = BenchStore.of(settings)
     try:
         judged = store.judged_cell_ids(rubric.version)
         pending = [c for c in store.cells(benchmark) if c.cell_id not in judged]
@@ -346,7 +339,7 @@ def apply_file(settings: Settings, path: Path) -> ApplyReport:
         raise JudgeRejected([f"rubric.version: {error}"]) from None
     if batch.rubric.text_sha256 != rubric.text_hash or batch.rubric.text != rubric.text:
         problems.append(f"rubric: the file's {batch.rubric.version} text is not the released one")
-    store = BenchStore(settings.bench_dir / "bench.db")
+    store = BenchStore.of(settings)
     try:
         cells = {c.cell_id: c for c in store.cells(batch.benchmark)}
         already = {
@@ -384,7 +377,7 @@ def apply_file(settings: Settings, path: Path) -> ApplyReport:
                         judge=batch.judge.name,
                         rubric_version=rubric.version,
                         repeat=0,
-                        **item.scores.model_dump(include=set(CRITERIA)),
+                        **item.scores.model_dump(include=set(rubric.criteria)),
                     )
                 )
         if problems:
@@ -420,7 +413,7 @@ class AutoJudgeParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     judge: str = Field(min_length=1, description="a model name in benchmark/models.yaml")
-    benchmark: str = DEFAULT_BENCHMARK
+    benchmark: str = BENCHMARK_EXPERIMENT
     rubric: str = DEFAULT_RUBRIC
     repeats: int = Field(default=1, ge=1, le=10, description="judgments per re-judged item")
     repeat_items: int = Field(default=10, ge=0, description="items judged `repeats` times")
@@ -461,9 +454,10 @@ async def _judge_all(
     gate = asyncio.Semaphore(concurrency)
     judgments: list[Judgment] = []
     failures: list[JudgeFailure] = []
+    schema = answer_model(rubric.version).model_json_schema()
     structured = {
         "type": "json_schema",
-        "json_schema": {"name": "tip_scores", "schema": ANSWER_SCHEMA, "strict": True},
+        "json_schema": {"name": "tip_scores", "schema": schema, "strict": True},
     }
 
     async def one(cell: Cell, repeat: int) -> None:
@@ -477,11 +471,11 @@ async def _judge_all(
                 failures.append(JudgeFailure(**key, reason=f"call failed: {type(error).__name__}"))
                 return
         try:
-            scores = parse_scores(answer.text)
+            scores = parse_scores(answer.text, rubric)
         except UnparseableAnswer as error:
             failures.append(JudgeFailure(**key, reason=f"unparseable: {error}"))
             return
-        judgments.append(Judgment(**key, **scores.model_dump(include=set(CRITERIA))))
+        judgments.append(Judgment(**key, **scores.model_dump(include=set(rubric.criteria))))
 
     await asyncio.gather(*(one(cell, repeat) for cell, repeat in plan))
     return judgments, failures
@@ -494,7 +488,7 @@ def auto(
     rubric = load_rubric(params.rubric)
     deployment = config.deployment(params.judge)
     family = model_family(deployment)
-    store = BenchStore(settings.bench_dir / "bench.db")
+    store = BenchStore.of(settings)
     try:
         done = {j.cell_id for j in store.judgments(rubric.version) if j.judge == params.judge}
         cells = [c for c in store.cells(params.benchmark) if c.cell_id not in done]

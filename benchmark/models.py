@@ -1,5 +1,11 @@
 """The benchmark's models: their config (benchmark/models.yaml), size guard, family, and calls.
 
+models.yaml lists deployments in LiteLLM Router's model_list format; an entry `from_gateway:
+GROUP` reuses the LLM gateway's deployment of that group (service/generation/gateway.yaml:
+provider, endpoint, generation parameters, prices), so the benchmark runs a model as the
+service would, under a benchmark name, with only its own additions stated here. ModelsFile
+is the file as written; ModelsConfig, what the phases use, has every entry resolved.
+
 Every call goes through a LiteLLM Router holding that one deployment, so prices come from the
 config and the answer is the model's own: no fallback, no retry, no output check (the
 benchmark measures those failures instead of hiding them). Ollama models get keep_alive=0,
@@ -12,15 +18,16 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 import litellm
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from benchmark.rules_judge import register_rules_judge
-from service.generation.gateway import Deployment
+from service.generation.gateway import DEFAULT_CONFIG as GATEWAY_CONFIG
+from service.generation.gateway import Deployment, GatewayConfig
 from service.generation.rules_llm import register_rules_provider
 
 MODELS_CONFIG = Path(__file__).with_name("models.yaml")
@@ -31,6 +38,8 @@ _SIZE = re.compile(r"(?<![a-z0-9.])(?:(\d+)x)?(\d+(?:\.\d+)?)([bm])(?![a-z0-9])"
 
 
 class ModelsConfig(BaseModel):
+    """The benchmark's deployments, every one resolved: what the phases call."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     env_defaults: dict[str, str] = Field(default_factory=dict)
@@ -38,7 +47,8 @@ class ModelsConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: Path | None = None) -> "ModelsConfig":
-        return cls.model_validate(yaml.safe_load((path or MODELS_CONFIG).read_text()))
+        raw = yaml.safe_load((path or MODELS_CONFIG).read_text())
+        return ModelsFile.model_validate(raw).resolve()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -49,6 +59,76 @@ class ModelsConfig(BaseModel):
             if deployment.model_name == name:
                 return deployment
         raise ValueError(f"unknown model {name!r}; known: {', '.join(self.names)}")
+
+
+class FromGateway(BaseModel):
+    """A model_list entry reusing the gateway's deployment of one model group."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    from_gateway: str = Field(min_length=1, description="a model group in gateway.yaml")
+    model_name: str = Field(min_length=1, description="the benchmark's name for it")
+    litellm_params: dict[str, Any] = Field(
+        default_factory=dict, description="parameters replacing the gateway's (e.g. model)"
+    )
+    model_info: dict[str, Any] = Field(
+        default_factory=dict, description="added to the gateway's: id, family, parameters_b"
+    )
+
+    def resolve(self, gateway: GatewayConfig) -> Deployment:
+        found = [d for d in gateway.model_list if d.model_name == self.from_gateway]
+        if len(found) != 1:
+            groups = sorted({d.model_name for d in gateway.model_list})
+            raise ValueError(
+                f"{self.model_name}: from_gateway {self.from_gateway!r} must name a model group "
+                f"with one deployment; groups: {', '.join(groups)}"
+            )
+        (base,) = found
+        return Deployment.model_validate(
+            {
+                "model_name": self.model_name,
+                "litellm_params": base.litellm_params | self.litellm_params,
+                "model_info": base.model_info.model_dump() | self.model_info,
+            }
+        )
+
+
+def _entry_kind(entry: object) -> str:
+    is_reference = isinstance(entry, FromGateway) or (
+        isinstance(entry, dict) and "from_gateway" in entry
+    )
+    return "gateway" if is_reference else "own"
+
+
+class ModelsFile(BaseModel):
+    """benchmark/models.yaml as written: deployments of its own and references to the gateway's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    env_defaults: dict[str, str] = Field(
+        default_factory=dict, description="over the gateway's env_defaults"
+    )
+    model_list: tuple[
+        Annotated[
+            Annotated[Deployment, Tag("own")] | Annotated[FromGateway, Tag("gateway")],
+            Discriminator(_entry_kind),
+        ],
+        ...,
+    ] = Field(min_length=1)
+
+    def resolve(self, gateway: GatewayConfig | None = None) -> ModelsConfig:
+        """Every entry as a deployment, in the file's order; `gateway` defaults to the
+        service's gateway.yaml."""
+        if gateway is None:
+            # Its file, not GatewayConfig.from_yaml: the benchmark has no use for a primary
+            # group, so $TIPML_LLM_MODEL must not decide whether it can run.
+            gateway = GatewayConfig.model_validate(yaml.safe_load(GATEWAY_CONFIG.read_text()))
+        return ModelsConfig(
+            env_defaults=gateway.env_defaults | self.env_defaults,
+            model_list=tuple(
+                e.resolve(gateway) if isinstance(e, FromGateway) else e for e in self.model_list
+            ),
+        )
 
 
 class ModelSize(BaseModel):

@@ -1,4 +1,4 @@
-"""Rendering of a compare report (benchmark/compare.py): a static HTML page and a bar chart.
+"""Rendering of a compare report (benchmark/report_models.py): a static HTML page and a chart.
 
 Pure functions of the report. The page is self-contained (inline style, no script, no external
 asset) and every piece of text goes through html.escape: tips are model output, and model,
@@ -8,17 +8,13 @@ judge and scenario names come from files anyone can edit.
 import html
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from benchmark.rubric import CRITERIA
+from benchmark.report_models import CompareReport, LeaderboardRow
 from benchmark.stats import JudgeVariance
-
-if TYPE_CHECKING:  # compare.py imports this module to render its report
-    from benchmark.compare import CompareReport, LeaderboardRow
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 80rem; }
@@ -55,7 +51,7 @@ def _paragraph(text: str) -> str:
     return f"<p>{html.escape(text)}</p>"
 
 
-def _provenance(report: "CompareReport") -> str:
+def _provenance(report: CompareReport) -> str:
     facts = [
         ("benchmark", report.benchmark),
         ("created (UTC)", report.created.isoformat()),
@@ -77,8 +73,9 @@ def _provenance(report: "CompareReport") -> str:
     return _section("Provenance", _table(["", "value"], facts), scenario_sets)
 
 
-def _leaderboard(report: "CompareReport") -> str:
+def _leaderboard(report: CompareReport) -> str:
     level = f"{report.ci_level:.0%} CI"
+    criteria = report.criteria
     headers = [
         "rank",
         "model",
@@ -88,7 +85,7 @@ def _leaderboard(report: "CompareReport") -> str:
         "items",
         "scenarios",
         "unjudged",
-        *CRITERIA,
+        *criteria,
         "format_ok rate",
         "overlong rate",
         "mean latency ms",
@@ -104,7 +101,7 @@ def _leaderboard(report: "CompareReport") -> str:
             row.n_items,
             row.n_scenarios,
             row.n_unjudged,
-            *(_number(row.criteria[c]) for c in CRITERIA),
+            *(_number(row.criteria[c]) for c in criteria),
             _number(row.format_ok_rate),
             _number(row.overlong_rate),
             _number(row.mean_latency_ms, 0),
@@ -120,7 +117,7 @@ def _leaderboard(report: "CompareReport") -> str:
     return _section("Leaderboard", note, _table(headers, rows))
 
 
-def _pairs(report: "CompareReport") -> str:
+def _pairs(report: CompareReport) -> str:
     note = _paragraph(
         "Paired sign-flip permutation tests on items of the same scenario and sample, signs "
         f"flipped per scenario; p_holm is Holm-corrected over all tested pairs; significant "
@@ -143,7 +140,7 @@ def _pairs(report: "CompareReport") -> str:
     return _section("Pairwise tests", note, _table(headers, rows))
 
 
-def _stability(report: "CompareReport") -> str:
+def _stability(report: CompareReport) -> str:
     s = report.rank_stability
     note = _paragraph(
         f"Ranking under {s.n_weight_sets} other weight sets (each weight halved and doubled, "
@@ -166,8 +163,8 @@ def _variance(variance: JudgeVariance | None) -> str:
     )
 
 
-def _judges(report: "CompareReport") -> str:
-    section = report.judges
+def _judges(report: CompareReport) -> str:
+    section, criteria = report.judges, report.criteria
     judges = _table(
         ["judge", "kind", "cells", "judgments", "no score (failures)", "max repeats", "variance"],
         [
@@ -193,9 +190,9 @@ def _judges(report: "CompareReport") -> str:
         )
         parts.append(
             _table(
-                ["judge a", "judge b", "cells", *CRITERIA],
+                ["judge a", "judge b", "cells", *criteria],
                 [
-                    (p.judge_a, p.judge_b, p.n_cells, *(_number(p.kappa[c]) for c in CRITERIA))
+                    (p.judge_a, p.judge_b, p.n_cells, *(_number(p.kappa[c]) for c in criteria))
                     for p in section.pairs
                 ],
             )
@@ -207,13 +204,13 @@ def _judges(report: "CompareReport") -> str:
         parts.append(
             _paragraph(
                 "Krippendorff's alpha (interval) across all judges: "
-                + ", ".join(f"{c} {_number(alpha[c])}" for c in CRITERIA)
+                + ", ".join(f"{c} {_number(alpha[c])}" for c in criteria)
             )
         )
     return _section("Judges", *parts)
 
 
-def _examples(rows: Sequence["LeaderboardRow"]) -> str:
+def _examples(rows: Sequence[LeaderboardRow]) -> str:
     table = _table(
         ["cell", "which", "scenario", "sample", "composite", "tip"],
         [
@@ -225,7 +222,7 @@ def _examples(rows: Sequence["LeaderboardRow"]) -> str:
     return _section("Best and worst tip per cell", table)
 
 
-def render_html(report: "CompareReport") -> str:
+def render_html(report: CompareReport) -> str:
     title = html.escape(f"{report.benchmark}: compare on {report.rubric_version}")
     body = "".join(
         [
@@ -244,7 +241,7 @@ def render_html(report: "CompareReport") -> str:
     )
 
 
-def leaderboard_png(report: "CompareReport", path: Path) -> None:
+def leaderboard_png(report: CompareReport, path: Path) -> None:
     """Horizontal bars of mean composite with interval whiskers, best on top."""
     rows = report.leaderboard
     means = np.array([row.mean for row in rows])

@@ -1,24 +1,29 @@
-"""Rubrics as data (benchmark/rubrics/<version>.yaml) and the code that scores with them.
+"""Rubrics as data (benchmark/rubrics/<version>.yaml), the composite, and the score models.
 
-A judge scores the criteria (1-5 each, against the anchor sentences); `format_ok` and
-`overlong` never come from a judge: they are the prompt's output contract checked by code
-(service/generation/prompts.py `check_output`). The composite is the rubric's weighted sum of both.
+A rubric's YAML is the one home of its criteria: their names, questions, anchor levels and
+weights. A judge scores each criterion at one of its anchor levels; `format_ok` and `overlong`
+never come from a judge: they are the prompt's output contract checked by code
+(service/generation/prompts.py `check_output`). The composite is the rubric's weighted sum of
+both. The pydantic models of a judge's scores (the judge file's, the judge answer's) are built
+from the criteria here, never listed by hand.
 """
 
 import hashlib
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from benchmark.store import STORED_CRITERIA
 
 RUBRIC_DIR = Path(__file__).with_name("rubrics")
 DEFAULT_RUBRIC = "tip-v1"
-CRITERIA: tuple[str, ...] = ("relevance", "actionability", "tone")
 FLAGS: tuple[str, ...] = ("format_ok", "overlong")
 Level = Literal[1, 2, 3, 4, 5]
+_RATIONALE_MAX_CHARS = 1000
 
 
 class Criterion(BaseModel):
@@ -33,6 +38,14 @@ class Criterion(BaseModel):
             raise ValueError("a criterion needs an anchor for each level 1-5")
         return self
 
+    @property
+    def lowest(self) -> int:
+        return min(self.anchors)
+
+    @property
+    def highest(self) -> int:
+        return max(self.anchors)
+
 
 class Rubric(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -45,10 +58,11 @@ class Rubric(BaseModel):
 
     @model_validator(mode="after")
     def _known_terms(self) -> "Rubric":
-        if tuple(self.criteria) != CRITERIA:
-            raise ValueError(f"criteria must be {', '.join(CRITERIA)} in that order")
-        if set(self.weights) != {*CRITERIA, *FLAGS}:
-            raise ValueError(f"weights must name exactly {', '.join((*CRITERIA, *FLAGS))}")
+        # The ledger keeps every rubric version's judgments in one table, a column per criterion.
+        if tuple(self.criteria) != STORED_CRITERIA:
+            raise ValueError(f"criteria must be {', '.join(STORED_CRITERIA)} in that order")
+        if set(self.weights) != {*self.criteria, *FLAGS}:
+            raise ValueError(f"weights must name exactly {', '.join((*self.criteria, *FLAGS))}")
         return self
 
     @property
@@ -57,17 +71,25 @@ class Rubric(BaseModel):
 
     def composite(self, scores: Mapping[str, float], format_ok: bool, overlong: bool) -> float:
         """Weighted sum: tip-v1 is rel + act + tone + 2*format_ok - overlong."""
-        terms = {**{c: float(scores[c]) for c in CRITERIA}, "format_ok": format_ok}
+        terms = {**{c: float(scores[c]) for c in self.criteria}, "format_ok": format_ok}
         terms["overlong"] = overlong
         return sum(self.weights[name] * float(value) for name, value in terms.items())
 
-    def judge_prompt(self) -> str:
-        """The rubric as a judge reads it: instructions, then each criterion's anchors."""
-        lines = [self.instructions, ""]
-        for name, criterion in self.criteria.items():
-            lines.append(f"{name}: {criterion.question}")
-            lines.extend(f"  {level}: {anchor}" for level, anchor in criterion.anchors.items())
-        return "\n".join(lines)
+    def scores_model(self, name: str, *, strict: bool, doc: str | None = None) -> type[BaseModel]:
+        """A model of one judge's scores: an integer level per criterion, in the rubric's
+        order, and an optional rationale; `name` and `doc` become its JSON schema's title and
+        description."""
+        fields: dict[str, Any] = {
+            criterion: (int, Field(ge=c.lowest, le=c.highest))
+            for criterion, c in self.criteria.items()
+        }
+        fields["rationale"] = (str, Field(default="", max_length=_RATIONALE_MAX_CHARS))
+        return create_model(
+            name,
+            __config__=ConfigDict(extra="forbid", frozen=True, strict=strict),
+            __doc__=doc,
+            **fields,
+        )
 
 
 def rubric_versions() -> tuple[str, ...]:

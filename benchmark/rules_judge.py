@@ -2,18 +2,25 @@
 
 It lets the benchmark run end to end with no network and no weights, and gives a second rater
 for agreement checks against a model judge. It reads what any judge reads (the facts block and
-the fenced tip, benchmark/judge_prompt.py) and answers the same JSON. Its scores are crude by
-design: keyword evidence for each anchor level, deterministic, documented in the rationale.
+the fenced tip, benchmark/judge_prompt.py) and answers the same JSON, one level for each of the
+rubric's criteria. Its scores are crude by design: a heuristic per criterion, keyword evidence
+for each anchor level, deterministic, documented in the rationale.
 """
 
 import json
 import re
+from collections.abc import Callable
 
-from benchmark.judge_prompt import JudgeScores, parse_tip
+from pydantic import BaseModel
+
+from benchmark.judge_prompt import answer_model, parse_tip
+from benchmark.rubric import load_rubric
 from service.generation.offline_llm import Messages, register_provider
 from service.generation.prompt_blocks import PromptFacts, parse_facts
 
 RULES_JUDGE_PROVIDER = "rules-judge"
+# The rubric its heuristics are written for; models.yaml names the judge rules-judge/tip-v1.
+RUBRIC_VERSION = "tip-v1"
 
 _VERBS = re.compile(
     r"\b(pick|set|write|block|spend|close|start|finish|give|move|put|list|take|book|reply|"
@@ -68,23 +75,35 @@ def _tone(tip: str) -> int:
     return 4 if re.search(r"\byou(r)?\b", tip) else 3
 
 
-def judge(facts: PromptFacts | None, tip: str | None) -> JudgeScores:
+# (facts, lowercased tip) -> (level, the facts the tip uses), for each criterion of the rubric.
+_Heuristic = Callable[[PromptFacts, str], tuple[int, list[str]]]
+_HEURISTICS: dict[str, _Heuristic] = {
+    "relevance": _relevance,
+    "actionability": lambda _, tip: (_actionability(tip), []),
+    "tone": lambda _, tip: (_tone(tip), []),
+}
+
+
+def score_tip(facts: PromptFacts | None, tip: str | None) -> BaseModel:
+    """The judge's answer on RUBRIC_VERSION: a level per criterion, and the facts it saw used."""
+    rubric = load_rubric(RUBRIC_VERSION)
+    answer_of = answer_model(RUBRIC_VERSION)
     if facts is None or tip is None:
-        return JudgeScores(relevance=1, actionability=1, tone=1, rationale="no facts or no tip")
+        lowest = {name: c.lowest for name, c in rubric.criteria.items()}
+        return answer_of(**lowest, rationale="no facts or no tip")
     text = tip.lower()
-    relevance, hits = _relevance(facts, text)
-    return JudgeScores(
-        relevance=relevance,
-        actionability=_actionability(text),
-        tone=_tone(text),
-        rationale=f"uses {', '.join(hits)}" if hits else "uses no specific fact",
+    found = {name: _HEURISTICS[name](facts, text) for name in rubric.criteria}
+    used = [fact for _, facts_used in found.values() for fact in facts_used]
+    return answer_of(
+        **{name: level for name, (level, _) in found.items()},
+        rationale=f"uses {', '.join(used)}" if used else "uses no specific fact",
     )
 
 
 def answer(messages: Messages) -> str:
     """The judge's reply: tip-v1 scores as JSON, from the facts and the fenced tip."""
     text = "\n".join(m["content"] for m in messages if m.get("role") == "user")
-    return json.dumps(judge(parse_facts(text), parse_tip(text)).model_dump())
+    return json.dumps(score_tip(parse_facts(text), parse_tip(text)).model_dump())
 
 
 def register_rules_judge() -> None:

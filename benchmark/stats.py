@@ -1,8 +1,10 @@
 """Statistics for comparing benchmark cells: intervals, paired tests, rank stability, agreement.
 
-A cell is one (model, prompt_version) evaluated on a fixed set of scenarios, possibly several
-samples per scenario. Items of one scenario are correlated, so the scenario is the resampling
-and permutation unit throughout. Every function is pure: data frames in, frozen models out.
+A cell here is one (model, prompt_version) group, the `cell` column of benchmark/items.py's
+frames (`model|prompt_version`), not one collected answer (the ledger's Cell, an item here),
+evaluated on a fixed set of scenarios, possibly several samples per scenario. Items of one
+scenario are correlated, so the scenario is the resampling and permutation unit throughout.
+Every function is pure: data frames in, frozen models out.
 """
 
 import itertools

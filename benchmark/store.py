@@ -4,6 +4,9 @@ MLflow holds one run per cell for people to browse; this ledger is what the phas
 what makes them safe to repeat. Each cell is inserted once, after its MLflow run is complete,
 in one transaction; a judge batch is applied in one transaction, or not at all. A crash leaves
 at worst an MLflow run that no cell points to, which the next collect deletes.
+
+The judgments table has a column per criterion (STORED_CRITERIA); a rubric must score exactly
+those (benchmark/rubric.py checks), since one ledger holds judgments of every rubric version.
 """
 
 import json
@@ -16,7 +19,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-_SCHEMA = """
+from service.settings import Settings
+
+_DDL = """
 CREATE TABLE IF NOT EXISTS llm_cache (
     key TEXT PRIMARY KEY,
     model TEXT NOT NULL,
@@ -104,26 +109,34 @@ class Cell(BaseModel):
     run_id: str
 
 
-class Judgment(BaseModel):
+class _JudgmentKey(BaseModel):
+    """What one judge's answer on one cell is about: the key of a judgment or a failure."""
+
     model_config = ConfigDict(frozen=True)
 
     cell_id: str
     judge: str
     rubric_version: str
     repeat: int = Field(ge=0)
+
+
+class Judgment(_JudgmentKey):
+    """A judge's levels for one cell: a field, and a judgments column, per criterion."""
+
     relevance: int = Field(ge=1, le=5)
     actionability: int = Field(ge=1, le=5)
     tone: int = Field(ge=1, le=5)
 
 
-class JudgeFailure(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class JudgeFailure(_JudgmentKey):
+    """A judge call or answer that gave no score: recorded apart, never counted as a score."""
 
-    cell_id: str
-    judge: str
-    rubric_version: str
-    repeat: int
     reason: str
+
+
+STORED_CRITERIA: tuple[str, ...] = tuple(
+    name for name in Judgment.model_fields if name not in _JudgmentKey.model_fields
+)
 
 
 class JudgeBatch(BaseModel):
@@ -149,7 +162,12 @@ class BenchStore:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA foreign_keys = ON")
         self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(_DDL)
+
+    @classmethod
+    def of(cls, settings: Settings) -> "BenchStore":
+        """The ledger every phase reads and writes: bench.db under settings.bench_dir."""
+        return cls(settings.bench_dir / "bench.db")
 
     def close(self) -> None:
         self._db.close()
@@ -212,9 +230,6 @@ class BenchStore:
             "SELECT DISTINCT cell_id FROM judgments WHERE rubric_version = ?", (rubric_version,)
         )
         return {row[0] for row in rows}
-
-    def batch_ids(self) -> set[str]:
-        return {row[0] for row in self._db.execute("SELECT batch_id FROM judge_batches")}
 
     def apply_batch(
         self,

@@ -11,8 +11,9 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field
 
 from benchmark.collect import CollectParams, CollectReport, collect
-from benchmark.compare import CompareParams, CompareReport, compare
+from benchmark.compare import CompareParams, compare
 from benchmark.judging import AutoJudgeParams, AutoJudgeReport, auto, export
+from benchmark.report_models import CompareReport
 from benchmark.rubric import DEFAULT_RUBRIC
 from service.settings import Settings
 

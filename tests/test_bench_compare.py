@@ -11,8 +11,10 @@ import pytest
 from mlflow import MlflowClient
 
 from benchmark.collect import CollectParams, collect
-from benchmark.compare import CompareParams, CompareReport, compare, item_scores
-from benchmark.rubric import CRITERIA, load_rubric
+from benchmark.compare import CompareParams, compare
+from benchmark.items import judged_items
+from benchmark.report_models import CompareReport
+from benchmark.rubric import load_rubric
 from benchmark.stats import weighted_kappa
 from benchmark.store import BenchStore, Cell, JudgeBatch, JudgeFailure, Judgment
 from service.settings import Settings
@@ -70,14 +72,14 @@ def batch(batch_id: str, judge: str, kind: str = "llm") -> JudgeBatch:
     )
 
 
-# --- item scores --------------------------------------------------------------------------------
+# --- judged items (benchmark/items.py) ----------------------------------------------------------
 
 
 def test_composite_is_the_rubrics_weighted_sum_with_flags_from_the_cell() -> None:
     cells = [make_cell("ok"), make_cell("bad", format_ok=False, overlong=True)]
     judgments = [score("ok", "j", 4, 3, 5), score("bad", "j", 4, 3, 5)]
 
-    items = item_scores(cells, judgments, RUBRIC, ()).set_index("cell_id")
+    items = judged_items(cells, judgments, RUBRIC, ()).set_index("cell_id")
 
     # tip-v1: rel + act + tone + 2 * format_ok - overlong
     assert items.loc["ok", "composite"] == 14  # 4 + 3 + 5 + 2 * 1 - 0
@@ -94,8 +96,8 @@ def test_criteria_average_repeats_within_a_judge_then_judges() -> None:
         score("c", "b", 2, 4, 3),
     ]
 
-    both = item_scores(cells, judgments, RUBRIC, ()).iloc[0]
-    only_a = item_scores(cells, judgments, RUBRIC, ("a",)).iloc[0]
+    both = judged_items(cells, judgments, RUBRIC, ()).iloc[0]
+    only_a = judged_items(cells, judgments, RUBRIC, ("a",)).iloc[0]
 
     # Judge a's repeats count once: (4.5 + 2) / 2, not (4 + 5 + 2) / 3.
     assert both["relevance"] == pytest.approx(3.25)
@@ -109,7 +111,7 @@ def test_unjudged_cells_and_other_rubrics_are_left_out() -> None:
     cells = [make_cell("judged"), make_cell("never"), make_cell("other-rubric")]
     other = score("other-rubric", "a", 5, 5, 5).model_copy(update={"rubric_version": "tip-v0"})
 
-    items = item_scores(cells, [score("judged", "a", 3, 3, 3), other], RUBRIC, ())
+    items = judged_items(cells, [score("judged", "a", 3, 3, 3), other], RUBRIC, ())
 
     assert items["cell_id"].tolist() == ["judged"]
 
@@ -141,7 +143,7 @@ def judged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Judged]:
     collected = collect(CollectParams(models=MODELS), settings)
     assert collected.collected == 90 and not collected.failed
 
-    store = BenchStore(settings.bench_dir / "bench.db")
+    store = BenchStore.of(settings)
     cells = store.cells("tip-benchmark")
     scenarios = sorted({c.scenario_id for c in cells})
     unjudged = {
@@ -239,7 +241,7 @@ def test_judge_variance_and_agreement(judged: Judged) -> None:
     assert pair.kappa["tone"] == pytest.approx(weighted_kappa(judged.a_tone, judged.b_tone))
     assert pair.kappa["tone"] < 1.0
     assert section.krippendorff_alpha is not None
-    assert set(section.krippendorff_alpha) == set(CRITERIA)
+    assert set(section.krippendorff_alpha) == set(RUBRIC.criteria)
     assert section.krippendorff_alpha["actionability"] == 1.0
     assert section.krippendorff_alpha["tone"] < 1.0
 
@@ -282,7 +284,7 @@ def test_mlflow_run_has_tags_metrics_and_artifacts(judged: Judged) -> None:
 
 
 def test_html_escapes_model_output_and_names(judged: Judged) -> None:
-    store = BenchStore(judged.settings.bench_dir / "bench.db")
+    store = BenchStore.of(judged.settings)
     evil = "<script>alert('tip')</script> & <b>bold</b>"
     for version in ("p1", "p2"):
         store.add_cell(
@@ -315,7 +317,7 @@ def test_refuses_without_cells_or_judgments(judged: Judged) -> None:
     with pytest.raises(ValueError, match="has no cells"):
         compare(CompareParams(benchmark="nothing-here"), judged.settings)
 
-    store = BenchStore(judged.settings.bench_dir / "bench.db")
+    store = BenchStore.of(judged.settings)
     store.add_cell(make_cell("lonely", benchmark="unjudged"))
     store.close()
     with pytest.raises(ValueError, match="none judged") as refused:

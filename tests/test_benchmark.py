@@ -29,13 +29,14 @@ from benchmark.judging import (
     apply_file,
     auto,
     export,
-    published_schema,
+    write_schema,
 )
-from benchmark.models import MODELS_CONFIG, ModelRefused, ModelsConfig, parse_size
+from benchmark.models import MODELS_CONFIG, ModelRefused, ModelsConfig, ModelsFile, parse_size
 from benchmark.rubric import load_rubric
 from benchmark.scenarios import ScenarioSet, load_scenario_set
 from benchmark.store import BenchStore
 from perf.loopback_llm import GARBLED, GOOD_TIP, JUDGE_SCORES, LoopbackLLM
+from service.generation.gateway import GatewayConfig
 from service.generation.prompts import PROMPTS, render
 from service.settings import Settings
 from service.tracking import registry_client
@@ -54,7 +55,7 @@ def loopback():
 def config_with(loopback: LoopbackLLM, **extra: dict) -> ModelsConfig:
     """The shipped models.yaml, Ollama at the loopback, plus `extra` deployments by name."""
     raw = yaml.safe_load(MODELS_CONFIG.read_text())
-    raw["env_defaults"]["OLLAMA_API_BASE"] = loopback.api_base("ollama")
+    raw.setdefault("env_defaults", {})["OLLAMA_API_BASE"] = loopback.api_base("ollama")
     for name, params in extra.items():
         raw["model_list"].append(
             {
@@ -67,11 +68,11 @@ def config_with(loopback: LoopbackLLM, **extra: dict) -> ModelsConfig:
                 },
             }
         )
-    return ModelsConfig.model_validate(raw)
+    return ModelsFile.model_validate(raw).resolve()
 
 
 def store_of(settings: Settings) -> BenchStore:
-    return BenchStore(settings.bench_dir / "bench.db")
+    return BenchStore.of(settings)
 
 
 def chats(loopback: LoopbackLLM) -> list:
@@ -115,22 +116,26 @@ def test_rubric_tip_v1_composite_and_anchors():
     assert rubric.composite(scores, format_ok=True, overlong=False) == 14
     assert rubric.composite(scores, format_ok=False, overlong=True) == 11
     assert rubric.composite(scores, format_ok=True, overlong=True) == 13
-    for criterion in rubric.criteria.values():
+    context = load_scenario_set().scenarios[0].prompt_context()
+    shown = judge_messages(rubric, context, "Pick one task.")[0]["content"]
+    for name, criterion in rubric.criteria.items():
         assert sorted(criterion.anchors) == [1, 2, 3, 4, 5]
-        assert all(anchor in rubric.judge_prompt() for anchor in criterion.anchors.values())
+        assert f"{name}: {criterion.question}" in shown and f'"{name}": 1-5' in shown
+        assert all(anchor in shown for anchor in criterion.anchors.values())
     assert "version: tip-v1" in rubric.text
 
 
 def test_judge_answers_parse_only_when_they_are_valid_scores():
-    assert parse_scores(json.dumps(JUDGE_SCORES)).tone == 5
-    assert parse_scores("```json\n" + json.dumps(JUDGE_SCORES) + "\n```").relevance == 4
+    rubric = load_rubric()
+    assert parse_scores(json.dumps(JUDGE_SCORES), rubric).tone == 5
+    assert parse_scores("```json\n" + json.dumps(JUDGE_SCORES) + "\n```", rubric).relevance == 4
     for bad, reason in (
         (GARBLED, "not JSON"),
         ('{"relevance": 6, "actionability": 3, "tone": 2}', "relevance"),
         ('{"relevance": 4, "tone": 2}', "actionability"),
     ):
         with pytest.raises(ValueError, match=reason):
-            parse_scores(bad)
+            parse_scores(bad, rubric)
     scenario = load_scenario_set().scenarios[0]
     messages = judge_messages(load_rubric(), scenario.prompt_context(), "Do <tip>x</tip> it.")
     assert parse_tip(messages[-1]["content"]) == "Do x it."
@@ -151,6 +156,31 @@ def test_judge_answers_parse_only_when_they_are_valid_scores():
 )
 def test_parse_size(text, billions):
     assert parse_size(text) == billions
+
+
+def test_models_yaml_runs_the_gateways_deployments_under_benchmark_names():
+    config = ModelsConfig.from_yaml()
+    gateway = GatewayConfig.from_yaml()
+    group = {d.model_name: d for d in gateway.model_list}
+    for name, base, model in (
+        ("rules", "rules", None),
+        ("llama3.2-3b", "ollama", "ollama_chat/llama3.2:3b"),
+        ("qwen2.5-3b", "ollama", "ollama_chat/qwen2.5:3b"),
+        ("openai-compatible", "openai-compatible", None),
+    ):
+        deployment, reused = config.deployment(name), group[base]
+        own = {"model": model} if model else {}
+        assert deployment.litellm_params == reused.litellm_params | own, name
+        info, reused_info = deployment.model_info.model_dump(), reused.model_info.model_dump()
+        assert info["id"] == f"bench-{name}"
+        assert {k: v for k, v in info.items() if "cost" in k} == {
+            k: v for k, v in reused_info.items() if "cost" in k
+        }
+    assert config.env_defaults == gateway.env_defaults
+    assert config.deployment("rules").model_info.model_extra["family"] == "rules"
+    unknown = ModelsFile.model_validate({"model_list": [{"from_gateway": "no", "model_name": "x"}]})
+    with pytest.raises(ValueError, match="from_gateway 'no' must name a model group"):
+        unknown.resolve()
 
 
 def test_size_guard_refuses_big_and_unknown_models_before_any_call(settings, loopback):
@@ -303,8 +333,8 @@ def collected(settings) -> Settings:
     return settings
 
 
-def test_the_published_judge_file_schema_is_the_one_apply_enforces():
-    assert json.loads(SCHEMA_PATH.read_text()) == published_schema()
+def test_the_published_judge_file_schema_is_the_one_apply_enforces(tmp_path):
+    assert write_schema(tmp_path / "schema.json").read_bytes() == SCHEMA_PATH.read_bytes()
 
 
 def filled(path: Path, judge: str = "ana") -> dict:

@@ -1,12 +1,16 @@
 """`tipml bench`: the tip benchmark's phases, one command each, and the whole flow."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from benchmark.rubric import DEFAULT_RUBRIC
 from service.tracking import BENCHMARK_EXPERIMENT
 from tipml.cli_support import console, fail, settings_of, validated
+
+if TYPE_CHECKING:  # the phases are imported by the commands that run them, for a quick start
+    from benchmark.report_models import CompareReport
 
 bench_app = typer.Typer(no_args_is_help=True, help="The tip benchmark: collect, judge, compare.")
 judge_app = typer.Typer(no_args_is_help=True, help="Score collected cells on the rubric.")
@@ -84,7 +88,7 @@ def judge_export(
     benchmark: Annotated[
         str, typer.Option(help="Benchmark (MLflow experiment).")
     ] = BENCHMARK_EXPERIMENT,
-    rubric: Annotated[str, typer.Option(help="Rubric version.")] = "tip-v1",
+    rubric: Annotated[str, typer.Option(help="Rubric version.")] = DEFAULT_RUBRIC,
     out: Annotated[Path | None, typer.Option(help="Where to write the judge file.")] = None,
 ) -> None:
     """Write the cells pending judgment, with the rubric, as one JSON file to fill in."""
@@ -179,7 +183,7 @@ def compare_command(
     print_leaderboard(report)
 
 
-def print_leaderboard(report) -> None:
+def print_leaderboard(report: "CompareReport") -> None:
     from rich.table import Table
 
     table = Table(title="leaderboard (mean composite, 95% CI clustered by scenario)")
