@@ -75,6 +75,14 @@ AllDayDate = Annotated[date, BeforeValidator(_not_a_number), AfterValidator(plau
 Due = Annotated[Timestamp | AllDayDate, Field(union_mode="left_to_right")]
 
 
+def _naive_is_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# A time given on the command line or to a flow: ISO 8601, naive means UTC, plausible.
+UtcDatetime = Annotated[datetime, AfterValidator(_naive_is_utc), AfterValidator(plausible)]
+
+
 def resolve_due(due: datetime | date | None, timezone: str) -> datetime | None:
     """A due time as an aware datetime: all-day dates end at local midnight of the next day."""
     if due is None or isinstance(due, datetime):

@@ -1,4 +1,5 @@
-"""Prefect flows: simulate, features (and later training, promotion, benchmark, bandits).
+"""Prefect flow entrypoints (simulate, features, training, promote, benchmark, bandit_update,
+demo) over their library sub-packages: featurestore, modeling, experiments, simulation.
 
 Runs offline by design: Prefect's and MLflow's telemetry are off unless the environment turns
 them on.

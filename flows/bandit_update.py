@@ -1,7 +1,8 @@
 """Prefect flow `bandit_update`: count the rewards of logged decisions into the bandit state.
 
-Rewards follow the one rule in flows/experiments/rewards.py: the first reaction to the decision's
-tip within ATTRIBUTION_WINDOW, accepted = 1, dismissed or ignored = 0, and no reaction = 0 once the
+Decisions and their rewards are read through flows/experiments/rewards.py `decision_rewards`,
+the one rule the experiment report and OPE use too: the first reaction to the decision's tip
+within ATTRIBUTION_WINDOW, accepted = 1, dismissed or ignored = 0, and no reaction = 0 once the
 window has closed; until then the decision is pending and left for a later run. A decision whose
 request failed (outcome "error") showed no tip and has no reward; it only counts against the arm's
 guardrails. Each experiment's rewards go to the state store in one batch, which skips tip ids
@@ -18,6 +19,9 @@ Each batch moves the experiment's watermark to its oldest pending decision (to t
 start when none is pending): every decision before it is settled. The next run reads the log
 from a day before the earliest watermark (the day covers late appends; the stores skip the
 tip ids read again) or from the start of the lookback window, whichever is earlier.
+
+The flow returns a BanditUpdateReport with one ExperimentUpdate per experiment: what this run
+counted, and per arm the posterior and the guardrail measures.
 """
 
 from dataclasses import dataclass
@@ -27,7 +31,7 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from flows.experiments.rewards import DECISION_COLUMNS, attribute_rewards
+from flows.experiments.rewards import decision_rewards
 from flows.experiments.stats import GuardrailResult, evaluate_guardrails, guardrail_window
 from service.events.log import EventLog
 from service.experiments.bandit_state import (
@@ -58,7 +62,7 @@ class ArmReport(BaseModel):
     p95_latency_ms: float | None
 
 
-class ExperimentReport(BaseModel):
+class ExperimentUpdate(BaseModel):
     experiment: str
     revision: int
     counted: int
@@ -71,7 +75,7 @@ class ExperimentReport(BaseModel):
 
 class BanditUpdateReport(BaseModel):
     as_of: datetime
-    experiments: list[ExperimentReport]
+    experiments: list[ExperimentUpdate]
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ class _Tally:
 def _tally(experiment: Experiment, frame: pd.DataFrame, now: datetime) -> _Tally:
     """Rewards, pending decisions and guardrail verdicts of one experiment's decisions.
 
-    `frame` is flows/experiments/rewards.py `attribute_rewards` as of `now`: the one reward rule.
+    `frame` is flows/experiments/rewards.py `decision_rewards` as of `now`: the one reward rule.
     """
     rows = frame[(frame["experiment"] == experiment.id) & frame["arm"].isin(experiment.arms)]
     settled = rows[rows["settled"]]
@@ -139,23 +143,14 @@ def bandit_update(settings: Settings | None = None) -> BanditUpdateReport:
     states = {e.id: store.read(e.id) for e in config.experiments}
     start = _read_start(config.experiments, states, now)
 
-    decisions: list[dict] = []
-    feedback: list[dict] = []
-    records = EventLog(settings.events_dir).records(
-        types=frozenset({"decision", "feedback"}), start=start.date() if start else None
-    )
-    for record in records:
-        if record["type"] == "feedback":
-            feedback.append(record)
-        elif record["experiment"] in states:
-            decisions.append(record)
-    frame = attribute_rewards(
-        pd.DataFrame.from_records(decisions, columns=list(DECISION_COLUMNS)),
-        pd.DataFrame.from_records(feedback, columns=["tip_id", "timestamp", "reaction"]),
+    frame = decision_rewards(
+        EventLog(settings.events_dir),
         now,
+        start=start.date() if start else None,
+        experiments=states.keys(),
     )
 
-    reports = []
+    updates = []
     for experiment in config.experiments:
         counts = _tally(experiment, frame, now)
         pauses = _pauses(experiment, states[experiment.id], counts)
@@ -169,23 +164,23 @@ def bandit_update(settings: Settings | None = None) -> BanditUpdateReport:
         )
         for arm, reason in pauses.items():
             logger.warning("%s: paused arm %s: %s", experiment.id, arm, reason)
-        report = _report(experiment, applied, counts, pauses)
+        update = _update(experiment, applied, counts, pauses)
         logger.info(
             "%s r%d: counted %d (%d counted before), %d pending; posterior means %s",
             experiment.id,
-            report.revision,
-            report.counted,
-            report.already_counted,
-            report.pending,
-            {a.arm: round(a.mean, 4) for a in report.arms},
+            update.revision,
+            update.counted,
+            update.already_counted,
+            update.pending,
+            {a.arm: round(a.mean, 4) for a in update.arms},
         )
-        reports.append(report)
-    return BanditUpdateReport(as_of=now, experiments=reports)
+        updates.append(update)
+    return BanditUpdateReport(as_of=now, experiments=updates)
 
 
-def _report(
+def _update(
     experiment: Experiment, applied: Applied, counts: _Tally, pauses: dict[str, str]
-) -> ExperimentReport:
+) -> ExperimentUpdate:
     state = applied.state
     arms = []
     for arm in experiment.arms:
@@ -205,7 +200,7 @@ def _report(
                 p95_latency_ms=guardrail.p95_latency_ms if guardrail else None,
             )
         )
-    return ExperimentReport(
+    return ExperimentUpdate(
         experiment=experiment.id,
         revision=state.revision,
         counted=applied.counted,

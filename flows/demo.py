@@ -11,7 +11,7 @@ from flows.modeling.model_card import ModelCard
 from flows.modeling.registration import read_card
 from flows.promote import PromoteReport, promote
 from flows.simulate import SimulateParams, SimulateReport, simulate
-from flows.simulation.world import WORLD_EXPERIMENT
+from flows.simulation.world import PROMPT_EFFECT, WORLD_EXPERIMENT
 from flows.training import TrainParams, TrainReport, training
 from service.scoring.model_names import CHAMPION
 from service.scoring.model_registry import version_by_alias
@@ -21,8 +21,13 @@ from service.tracking import registry_client
 
 # A user the world never saw: shows every profile feature falling back.
 UNKNOWN_USER = "new-user"
-# A candidate policy judged on the world's log before anyone would switch it on.
-CANDIDATE_POLICY = {"v3-few-shot": 0.8, "v1": 0.1, "v2-mentor": 0.1}
+# A candidate policy judged on the world's log before anyone would switch it on: most traffic
+# to the version the world truly favours, the rest shared by the others.
+_BEST = max(PROMPT_EFFECT, key=PROMPT_EFFECT.__getitem__)
+CANDIDATE_POLICY = {
+    version: 0.8 if version == _BEST else 0.2 / (len(PROMPT_EFFECT) - 1)
+    for version in PROMPT_EFFECT
+}
 
 
 class DemoParams(BaseModel):

@@ -11,11 +11,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
+from feature_repo.bounds import UtcDatetime
 from feature_repo.profile_transforms import EventFrames, compute_daily_profiles
 from flows.featurestore.event_frames import load_event_frames
 from flows.featurestore.materialize import MaterializeReport, materialize_profiles
 from flows.featurestore.offline_table import partition_days, write_partitions
-from flows.params import UtcDatetime
 from service.events.log import EventLog
 from service.scoring.feature_store import apply_definitions, open_store
 from service.settings import Settings

@@ -1,33 +1,38 @@
 """Prefect flow `training`: logged impressions -> point-in-time training set -> calibrated
 scorer -> MLflow run, registered version `tip-scorer@challenger`, model card.
+
+Each step is a task over flows/modeling/: build (the point-in-time read), split (by day, or
+NotEnoughData), fit (every candidate; the lowest validation log loss is chosen), evaluate
+(metrics against the oracle, fairness slices) and register (run, version, tags, card, alias).
+Only build retries: it reads the event log and the Feast offline store and writes nothing, so
+another try is safe and may outlast a passing I/O error. Split, fit and evaluate are
+deterministic and would fail the same way again; a retried register would log a second run and
+register a second version.
 """
 
 import time
-import warnings
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-import mlflow
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
+from feature_repo.bounds import UtcDatetime
 from feature_repo.feature_services import tip_scorer_v1
-from flows.modeling.evaluation import Metrics, evaluate, reliability_plot, slice_table
-from flows.modeling.gates import absolute_checks
-from flows.modeling.model_card import Decision, ModelCard, Window, feature_docs
-from flows.modeling.registration import TRAINING_END_TAG, log_scorer, tag_version, write_card
-from flows.modeling.scorer_models import choose, fit_candidates
-from flows.modeling.training_set import build_training_set, labelled_impressions
-from flows.params import UtcDatetime
+from flows.modeling.evaluation import Evaluation, Metrics, evaluate_scorer
+from flows.modeling.registration import register_scorer
+from flows.modeling.scorer_models import Candidates, Fitted, fit_candidates
+from flows.modeling.training_set import (
+    TrainingSet,
+    build_training_set,
+    labelled_impressions,
+    split_training_set,
+)
 from service.events.log import EventLog
 from service.scoring.feature_store import open_store
-from service.scoring.model_inputs import MODEL_FEATURES
-from service.scoring.model_names import CHALLENGER, MODEL_NAME
+from service.scoring.model_names import MODEL_NAME
 from service.settings import Settings
-from service.tracking import SCORER_EXPERIMENT, experiment_id, registry_client
-
-NEW_USER_DAYS = 7
 
 
 class TrainParams(BaseModel):
@@ -52,34 +57,47 @@ class TrainReport(BaseModel):
     train_rows: int
 
 
-def validation_start(as_of: datetime, validation_days: int) -> datetime:
-    """Where validation begins: a UTC midnight, so the split depends on as_of's day only.
-
-    Train on earlier days, validate on later ones; the hour a run happens to start at must
-    not move rows between the two sides and so change the metrics the gates compare.
-    """
-    midnight = as_of.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return midnight - timedelta(days=validation_days)
-
-
-class NotEnoughData(RuntimeError):
-    """Too few labelled impressions, or only one outcome, in a split to train or validate."""
-
-
-def slices(rows: pd.DataFrame, world_users: pd.DataFrame | None) -> pd.DataFrame:
-    """Fairness slices: persona (simulated worlds only), timezone region, new vs tenured."""
-    out = pd.DataFrame(index=rows.index)
-    if world_users is not None:
-        out["persona"] = rows["user_id"].map(world_users.set_index("user_id")["persona"])
-    out["timezone_region"] = rows["timezone"].str.split("/").str[0]
-    out["tenure"] = (rows["tenure_days"] < NEW_USER_DAYS).map({True: "new", False: "tenured"})
-    return out.fillna("unknown")
-
-
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
 def build(settings: Settings, params: TrainParams, as_of: datetime) -> pd.DataFrame:
     impressions = labelled_impressions(EventLog(settings.events_dir), as_of)
     return build_training_set(open_store(settings), settings, impressions, params.feature_service)
+
+
+@task(cache_policy=NO_CACHE)
+def split(rows: pd.DataFrame, params: TrainParams, as_of: datetime) -> TrainingSet:
+    return split_training_set(rows, as_of, params.validation_days, params.min_rows)
+
+
+@task(cache_policy=NO_CACHE)
+def fit(data: TrainingSet) -> Candidates:
+    return fit_candidates(data.x_train, data.y_train, data.x_valid, data.y_valid)
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate(settings: Settings, data: TrainingSet, chosen: Fitted) -> Evaluation:
+    world_path = settings.world_dir / "users.parquet"
+    world = pd.read_parquet(world_path) if world_path.exists() else None
+    return evaluate_scorer(chosen.model, data.valid, world)
+
+
+@task(cache_policy=NO_CACHE)
+def register(
+    settings: Settings,
+    params: TrainParams,
+    data: TrainingSet,
+    candidates: Candidates,
+    evaluation: Evaluation,
+    build_seconds: float,
+) -> str:
+    return register_scorer(
+        settings,
+        data,
+        candidates,
+        evaluation,
+        feature_service=params.feature_service,
+        validation_days=params.validation_days,
+        build_seconds=build_seconds,
+    )
 
 
 @flow(name="training")
@@ -92,127 +110,31 @@ def training(params: TrainParams | None = None, settings: Settings | None = None
     started = time.perf_counter()
     rows = build(settings, params, as_of)
     build_seconds = time.perf_counter() - started
-    split = validation_start(as_of, params.validation_days)
-    train, valid = rows[rows.event_timestamp < split], rows[rows.event_timestamp >= split]
-    for name, part in (("training", train), ("validation", valid)):
-        if len(part) < params.min_rows or part.accepted.nunique() < 2:
-            raise NotEnoughData(
-                f"{len(part)} {name} impressions before {as_of:%Y-%m-%d %H:%M}, with "
-                f"{int(part.accepted.sum())} accepted; need {params.min_rows} of both outcomes"
-            )
-    x_train, x_valid = train[list(MODEL_FEATURES)], valid[list(MODEL_FEATURES)]
+    data = split(rows, params, as_of)
+    candidates = fit(data)
+    chosen = candidates.chosen
+    evaluation = evaluate(settings, data, chosen)
+    version = register(settings, params, data, candidates, evaluation, build_seconds)
 
-    fitted = fit_candidates(x_train, train.accepted.to_numpy(), x_valid, valid.accepted.to_numpy())
-    chosen = choose(fitted)
-    p_valid = chosen.model.predict_proba(x_valid)[:, 1]
-    # The oracle is known in a simulated world only.
-    oracle = valid.oracle_p_accept
-    oracle = oracle.to_numpy(dtype=float) if oracle.notna().all() else None
-    metrics = evaluate(valid.accepted.to_numpy(), p_valid, oracle)
-    world_path = settings.world_dir / "users.parquet"
-    world = pd.read_parquet(world_path) if world_path.exists() else None
-    fairness = slice_table(valid.accepted.to_numpy(), p_valid, slices(valid, world))
-    checks = absolute_checks(metrics, fairness)
-
-    client = registry_client(settings)
-    with mlflow.start_run(
-        experiment_id=experiment_id(client, settings, SCORER_EXPERIMENT),
-        run_name=f"train-{as_of:%Y%m%dT%H%M}",
-    ) as run:
-        mlflow.log_params(
-            {
-                "model_type": chosen.name,
-                "feature_service": params.feature_service,
-                "as_of": as_of.isoformat(),
-                "validation_days": params.validation_days,
-                **{f"model.{k}": v for k, v in chosen.params.items()},
-            }
-        )
-        mlflow.log_metrics(
-            {
-                **{f"valid_{k}": v for k, v in metrics.model_dump().items() if v is not None},
-                "valid_auc_to_oracle": metrics.auc_to_oracle or 0.0,
-                **{f"candidate_log_loss.{f.name}": f.validation_log_loss for f in fitted},
-                "build_seconds": build_seconds,
-                "fit_seconds": sum(f.fit_seconds for f in fitted),
-                "train_rows": len(train),
-            }
-        )
-        mlflow.log_figure(
-            reliability_plot(valid.accepted.to_numpy(), p_valid, f"{chosen.name} (validation)"),
-            "plots/reliability.png",
-        )
-        for context, part in (("training", train), ("validation", valid)):
-            with warnings.catch_warnings():
-                # MLflow hints that integer columns could not hold missing values in a model
-                # signature; these are dataset records (the label is 0/1), not a signature.
-                warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-                dataset = mlflow.data.from_pandas(
-                    part, name=f"tip-impressions-{context}", targets="accepted"
-                )
-            mlflow.log_input(dataset, context=context)
-        version = log_scorer(chosen.model, x_valid, valid.assign(p_accept=p_valid))
-        number = str(version.version)
-        training_window = Window(start=train.event_timestamp.min(), end=split)
-        card = ModelCard(
-            model_name=MODEL_NAME,
-            version=number,
-            run_id=run.info.run_id,
-            feature_service=params.feature_service,
-            inputs=feature_docs(),
-            model_type=chosen.name,
-            candidates={f.name: f.validation_log_loss for f in fitted},
-            training_window=training_window,
-            validation_window=Window(start=split, end=as_of),
-            train_rows=len(train),
-            train_positives=int(train.accepted.sum()),
-            metrics=metrics,
-            fairness=fairness,
-            checks=checks,
-            rollout_history=[
-                Decision(
-                    at=datetime.now(UTC),
-                    action="registered",
-                    reason=f"trained as of {as_of:%Y-%m-%d %H:%M} UTC; alias {CHALLENGER}",
-                )
-            ],
-        )
-        try:
-            tag_version(
-                client,
-                number,
-                params.feature_service,
-                {
-                    "training_window_start": training_window.start.isoformat(),
-                    TRAINING_END_TAG: training_window.end.isoformat(),
-                    "model_type": chosen.name,
-                },
-            )
-            write_card(client, card)
-            client.set_registered_model_alias(MODEL_NAME, CHALLENGER, number)
-        except Exception:
-            # No half-registered version: without its tags and card it must not exist.
-            client.delete_model_version(MODEL_NAME, number)
-            raise
-
+    metrics = evaluation.metrics
     logger.info(
         "%s v%s (%s): AUC %.4f / oracle AUC %.4f = %.3f; build %.1fs, fit %.1fs",
         MODEL_NAME,
-        number,
+        version,
         chosen.name,
         metrics.auc,
         metrics.oracle_auc or 0,
         metrics.auc_to_oracle or 0,
         build_seconds,
-        sum(f.fit_seconds for f in fitted),
+        candidates.fit_seconds,
     )
     return TrainReport(
-        version=number,
+        version=version,
         model_type=chosen.name,
         metrics=metrics,
         build_seconds=build_seconds,
-        fit_seconds=sum(f.fit_seconds for f in fitted),
-        train_rows=len(train),
+        fit_seconds=candidates.fit_seconds,
+        train_rows=len(data.train),
     )
 
 

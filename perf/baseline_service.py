@@ -7,7 +7,7 @@ FeatureService per request, nothing else". Same request and response contract as
 `service.service:TipService`'s /score, the same TTL/fallback rule, model rows and champion
 model, hence the same scores. What differs, on purpose:
 
-- stock BentoML: `service.api.bentoml_patches` is never imported (no TimeoutMiddleware timer fix),
+- stock BentoML: `service.bentoml_patches` is never imported (no TimeoutMiddleware timer fix),
   no `gc.freeze()`, BentoML's default access log and traffic settings;
 - one Feast entity row per candidate (user_id plus the request's context fields), so Feast's
   entity handling, online lookup, response building and on-demand view run over N rows, not 1;
@@ -23,7 +23,7 @@ import numpy as np
 from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.freshness import resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
-from service.api.request import RequestContext
+from service.api.request import Id, RequestContext
 from service.api.schemas import (
     CandidateList,
     ModelInfo,
@@ -31,7 +31,6 @@ from service.api.schemas import (
     ScoredCandidate,
     ScoreResponse,
 )
-from service.events.models import Id
 from service.scoring.feature_store import open_store
 from service.scoring.model_inputs import model_frame
 from service.scoring.model_names import CHAMPION, MODEL_NAME

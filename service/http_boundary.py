@@ -44,7 +44,7 @@ from bentoml._internal.utils.uri import join_paths
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.bentoml_patches import on_checked_version
+from service.bentoml_patches import on_checked_version
 
 log = logging.getLogger(__name__)
 

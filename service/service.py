@@ -31,9 +31,8 @@ import numpy as np
 from starlette.responses import JSONResponse
 
 from feature_repo.bounds import Timestamp
-from service.api.bentoml_patches import patch_timeout_middleware
-from service.api.http_boundary import guard_http_boundary
-from service.api.request import RequestContext
+from service.api.prompt_versions import RELEASED_PROMPT_VERSIONS, PromptVersionName
+from service.api.request import Id, RequestContext
 from service.api.schemas import (
     CandidateList,
     FeedbackResponse,
@@ -44,16 +43,17 @@ from service.api.schemas import (
     ScoreResponse,
     TipCategory,
 )
+from service.bentoml_patches import patch_timeout_middleware
 from service.circuit import STARTUP_BUDGET_S, Breaker, DependencyFailed
 from service.events.log import EventLog
-from service.events.models import Event, Feedback, Id, Reaction
+from service.events.models import Event, Feedback, Reaction
 from service.experiments.assignment import Assignment, decide, decision_event
 from service.experiments.bandit_state import BANDIT_STATE, StateCache, open_bandit_store
 from service.experiments.config import ExperimentsConfig, UnknownExperiment
 from service.generation.gateway import Gateway, GatewayError
 from service.generation.prompt_blocks import build_prompt_context
-from service.generation.prompt_versions import RELEASED_PROMPT_VERSIONS, PromptVersion
 from service.generation.prompts import UnknownPromptVersion, render, resolve_prompt_version
+from service.http_boundary import guard_http_boundary
 from service.scoring.candidates import candidate_frame, merge_profile
 from service.scoring.feature_store import open_store
 from service.scoring.model_names import CHALLENGER, CHAMPION, MODEL_NAME
@@ -323,7 +323,7 @@ class TipService:
         user_id: Id,
         tip_id: Id,
         reaction: Reaction,
-        prompt_version: PromptVersion,
+        prompt_version: PromptVersionName,
         timestamp: Timestamp,
     ) -> FeedbackResponse:
         """A user's reaction to a shown tip, appended once to the event log.

@@ -19,18 +19,32 @@ ENV_VARS = {
 
 
 class Settings(BaseModel):
-    """`home` is the Feast repo path: Feast's relative paths and tipml's data live under it."""
+    """`home` is the Feast repo path: Feast's relative paths and tipml's data live under it.
+
+    Each field is a global option of `tipml` too (tipml/cli_support.py): its description is the
+    option's help, and a Literal's values are the option's choices.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    home: Path = Field(default=FEATURE_REPO_DIR)
-    online_store: Literal["sqlite", "redis"] = "sqlite"
-    redis_url: str = Field(default="127.0.0.1:6379", pattern=r"^[^\s,]+:\d+(,\S+)?$")
+    home: Path = Field(
+        default=FEATURE_REPO_DIR,
+        description="Feast repo path and data root (default: the feature_repo package).",
+    )
+    online_store: Literal["sqlite", "redis"] = Field(
+        default="sqlite", description="Online feature store."
+    )
+    redis_url: str = Field(
+        default="127.0.0.1:6379",
+        pattern=r"^[^\s,]+:\d+(,\S+)?$",
+        description="Redis for the stores set to redis: host:port[,db=N].",
+    )
     bandit_store: Literal["sqlite", "redis"] = Field(
-        default="sqlite", description="Experiment posteriors (service/experiments/bandit_state.py)."
+        default="sqlite", description="Where prompt experiments keep their bandit posteriors."
     )
     mlflow_tracking_uri: str | None = Field(
-        default=None, description="MLflow tracking and registry; default SQLite under data/."
+        default=None,
+        description="MLflow tracking/registry URI (default: SQLite under the data dir).",
     )
 
     @classmethod
@@ -70,3 +84,10 @@ class Settings(BaseModel):
     def bench_dir(self) -> Path:
         """The tip benchmark's ledger, judge files and reports (benchmark/)."""
         return self.data_dir / "bench"
+
+
+# from_env reads the fields ENV_VARS names, and each field is a CLI option read from its entry.
+if set(ENV_VARS) != set(Settings.model_fields):
+    raise RuntimeError(
+        f"ENV_VARS covers {sorted(ENV_VARS)}, but Settings has {sorted(Settings.model_fields)}"
+    )

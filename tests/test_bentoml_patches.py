@@ -4,7 +4,7 @@ import asyncio
 
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
-from service.api.bentoml_patches import patch_timeout_middleware
+from service.bentoml_patches import patch_timeout_middleware
 
 REQUESTS = 200
 

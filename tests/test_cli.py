@@ -1,8 +1,10 @@
 """Every command: a bad argument gets a clear error naming it, and nothing is written."""
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
+from service.settings import ENV_VARS
 from tipml.cli import app
 
 runner = CliRunner()
@@ -48,12 +50,26 @@ def test_bad_arguments_are_named_and_nothing_is_written(tmp_path, args, named):
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--online-store", "cassandra"), ("--redis-url", "not a url")],
+    [("--online-store", "cassandra"), ("--redis-url", "not a url"), ("--bandit-store", "x")],
 )
 def test_bad_global_options_are_named(tmp_path, option, value):
     result = runner.invoke(app, [option, value, "--home", str(tmp_path / "h"), "features", "run"])
     assert result.exit_code == 2
     assert option in result.output
+    assert not (tmp_path / "h").exists()
+
+
+def test_every_setting_is_a_global_option_read_from_its_env_var():
+    params = typer.main.get_command(app).params
+    options = {p.opts[0]: p.envvar for p in params if p.envvar}
+    assert options == {f"--{name.replace('_', '-')}": var for name, var in ENV_VARS.items()}
+
+
+def test_a_bad_setting_from_the_environment_names_its_option(tmp_path):
+    env = {ENV_VARS["bandit_store"]: "cassandra"}
+    result = runner.invoke(app, ["--home", str(tmp_path / "h"), "features", "run"], env=env)
+    assert result.exit_code == 2
+    assert "--bandit-store" in result.output and ENV_VARS["bandit_store"] in result.output
     assert not (tmp_path / "h").exists()
 
 

@@ -7,7 +7,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from service.settings import FEATURE_REPO_DIR
+from service.api.prompt_versions import RELEASED_PROMPT_VERSIONS
+from service.settings import ENV_VARS, FEATURE_REPO_DIR
 
 BIN = Path(sys.executable).parent
 
@@ -20,7 +21,7 @@ def run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 def test_demo_then_the_card_then_feast_cli_on_its_repo(tmp_path):
     home = tmp_path / "home"
-    env = os.environ | {"TIPML_HOME": str(home), "COLUMNS": "200"}
+    env = os.environ | {ENV_VARS["home"]: str(home), "COLUMNS": "200"}
     demo = run([str(BIN / "tipml"), "demo", "--users", "150", "--days", "21"], tmp_path, env)
     assert "online features" in demo.stdout
     assert "new-user" in demo.stdout and "(missing)" in demo.stdout
@@ -31,7 +32,7 @@ def test_demo_then_the_card_then_feast_cli_on_its_repo(tmp_path):
     assert outcome in {"promoted", "kept"}
     experiments = demo.stdout.split("experiment report")[1]
     assert "world-uniform" in experiments and "SRM" in experiments
-    assert all(arm in experiments for arm in ("v1", "v2-mentor", "v3-few-shot"))
+    assert all(arm in experiments for arm in RELEASED_PROMPT_VERSIONS)
     assert "IPS" in experiments and "SNIPS" in experiments and "DR" in experiments
     alias = "champion" if outcome == "promoted" else "challenger"
     card = run([str(BIN / "tipml"), "card", "--alias", alias, "--markdown"], tmp_path, env)

@@ -17,7 +17,7 @@ from scipy.stats import norm
 from typer.testing import CliRunner
 
 from flows.experiments.report import PLOT_FILE, REPORT_FILE, ExperimentResult, experiment_report
-from flows.experiments.rewards import UnknownExperiment, decision_rewards
+from flows.experiments.rewards import ExperimentNotLogged, decision_rewards
 from flows.experiments.stats import (
     UNLOGGED,
     evaluate_guardrails,
@@ -460,7 +460,7 @@ def test_report_takes_guardrails_and_control_from_experiments_yaml(settings):
 def test_report_of_an_empty_log_says_so(settings):
     report = experiment_report(settings, as_of=AS_OF)
     assert report.experiments == [] and "no experiment decisions" in report.summary()
-    with pytest.raises(UnknownExperiment, match="none"):
+    with pytest.raises(ExperimentNotLogged, match="none"):
         experiment_report(settings, as_of=AS_OF, experiment="prompt-test")
 
 

@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from feature_repo.categories import TIP_CATEGORIES
-from service.api.http_boundary import (
+from service.api.request import MAX_TASKS, MAX_TITLE_CHARS
+from service.api.schemas import MAX_CANDIDATES
+from service.http_boundary import (
     ERROR_RESPONSES,
     MAX_BODY_BYTES,
     HttpBoundary,
@@ -26,8 +28,6 @@ from service.api.http_boundary import (
     describe_error_responses,
     is_json_content_type,
 )
-from service.api.request import MAX_TASKS, MAX_TITLE_CHARS
-from service.api.schemas import MAX_CANDIDATES
 from tests.test_service import CANDIDATES, CONTEXT, NOW
 
 ROUTES = ("/score", "/generate", "/feedback")

@@ -4,7 +4,13 @@ from datetime import UTC, datetime, timedelta
 
 from flows.modeling.evaluation import Metrics, SliceRow
 from flows.modeling.gates import GateCheck
-from flows.modeling.model_card import DESCRIPTION_LIMIT, Decision, ModelCard, Window, feature_docs
+from flows.modeling.model_card import (
+    DESCRIPTION_LIMIT,
+    ModelCard,
+    RolloutDecision,
+    Window,
+    feature_docs,
+)
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -37,7 +43,9 @@ def card(decisions: int) -> ModelCard:
         ],
         checks=[GateCheck(name="auc_to_oracle", passed=True, detail="AUC/oracle 0.947")],
         rollout_history=[
-            Decision(at=T0 + timedelta(days=i), action="kept", reason=f"decision {i} " + "x" * 200)
+            RolloutDecision(
+                at=T0 + timedelta(days=i), action="kept", reason=f"decision {i} " + "x" * 200
+            )
             for i in range(decisions)
         ],
     )

@@ -13,9 +13,10 @@ from feature_repo.feature_services import tip_scorer_v1
 from feature_repo.profile_features import PROFILE_FEATURES
 from flows.features import FeaturesParams, features
 from flows.modeling.registration import CARD_MARKDOWN, read_card
+from flows.modeling.training_set import NotEnoughData, validation_start
 from flows.promote import promote
 from flows.simulate import SimulateParams, simulate
-from flows.training import NotEnoughData, TrainParams, training, validation_start
+from flows.training import TrainParams, training
 from service.scoring.feature_store import open_store
 from service.scoring.model_inputs import model_frame
 from service.scoring.model_names import CHALLENGER, CHAMPION, FEATURE_SERVICE_TAG, MODEL_NAME

@@ -187,7 +187,7 @@ def test_unknown_version_in_the_environment_is_a_clear_error(monkeypatch):
     monkeypatch.setenv(PROMPT_VERSION_ENV, "v2")
     with pytest.raises(UnknownPromptVersion, match=PROMPT_VERSION_ENV) as raised:
         resolve_prompt_version(None)
-    assert "v1, v2-mentor, v3-few-shot" in str(raised.value)
+    assert ", ".join(RELEASED) in str(raised.value)
     # A request that names a version does not depend on the broken setting.
     assert resolve_prompt_version("v1") == "v1"
 

@@ -227,9 +227,12 @@ def test_promote_reads_the_shadow_traffic(client, served_home):
         registry_client(served_home), version_by_alias(registry_client(served_home), "challenger")
     )
     assert card.shadow.requests >= 5 and str(card.shadow.requests) in check.detail
-    # Both versions are the same model trained twice: they agree exactly.
-    assert card.shadow.rank_agreement == pytest.approx(1.0)
-    assert card.shadow.mean_score_shift == pytest.approx(0.0)
+    # Both versions are the same model trained twice. The challenger scores queued requests in
+    # one batch, whose arithmetic can differ from the champion's per-request rows in the last
+    # bit (BLAS picks kernels by shape) and so split a tie: the session's other tests send
+    # many candidates of one category.
+    assert card.shadow.rank_agreement == pytest.approx(1.0, abs=1e-3)
+    assert card.shadow.mean_score_shift == pytest.approx(0.0, abs=1e-9)
 
 
 def test_generate_writes_one_tip_from_what_the_scorer_reads(client, caplog):

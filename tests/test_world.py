@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from feature_repo.categories import TIP_CATEGORIES
-from flows.simulation.world import PERSONAS, PROMPT_VERSIONS, World
+from flows.simulation.world import PERSONAS, World
+from service.api.prompt_versions import RELEASED_PROMPT_VERSIONS
 from service.events.models import ATTRIBUTION_WINDOW
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
@@ -56,7 +57,7 @@ def test_impressions_carry_the_full_context_and_every_tip_gets_one_reaction(worl
     assert settled and all(reactions[i.tip_id] == 1 for i in settled)
     assert max(reactions.values()) == 1
     assert {i.category for i in impressions} == set(TIP_CATEGORIES)
-    assert {i.prompt_version for i in impressions} == set(PROMPT_VERSIONS)
+    assert {i.prompt_version for i in impressions} == set(RELEASED_PROMPT_VERSIONS)
     assert all(i.context.timestamp == i.timestamp for i in impressions)
     assert any(i.context.tasks for i in impressions)
     # Every task in a snapshot was created before the impression and still open then.

@@ -6,17 +6,17 @@ a bad argument names itself and writes nothing.
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from feature_repo.categories import TIP_CATEGORIES
 from service.scoring.model_names import Alias
-from service.settings import ENV_VARS, Settings
+from service.settings import Settings
 from service.tracking import registry_client
 from tipml.benchmark_cli import bench_app
-from tipml.cli_support import console, fail, settings_of, validated
+from tipml.cli_support import console, fail, settings_of, settings_options, validated
 from tipml.consume_cli import consume
 from tipml.experiments_cli import experiments_app
 
@@ -29,36 +29,9 @@ app.command("consume")(consume)
 
 
 @app.callback()
-def main(
-    ctx: typer.Context,
-    home: Annotated[
-        Path | None,
-        typer.Option(
-            envvar=ENV_VARS["home"], help="Feast repo path and data root.", show_default=False
-        ),
-    ] = None,
-    online_store: Annotated[
-        str | None,
-        typer.Option(envvar=ENV_VARS["online_store"], help="sqlite (default) or redis."),
-    ] = None,
-    redis_url: Annotated[
-        str | None, typer.Option(envvar=ENV_VARS["redis_url"], help="host:port[,db=N]")
-    ] = None,
-    mlflow_tracking_uri: Annotated[
-        str | None,
-        typer.Option(
-            envvar=ENV_VARS["mlflow_tracking_uri"],
-            help="MLflow tracking/registry URI (default: SQLite under the data dir).",
-        ),
-    ] = None,
-) -> None:
-    ctx.obj = validated(
-        Settings,
-        home=home,
-        online_store=online_store,
-        redis_url=redis_url,
-        mlflow_tracking_uri=mlflow_tracking_uri,
-    )
+@settings_options
+def main(ctx: typer.Context, **settings: Any) -> None:
+    ctx.obj = validated(Settings, **settings)
 
 
 @app.command()
@@ -175,7 +148,8 @@ def train(
     min_rows: Annotated[int, typer.Option(help="Minimum impressions per split.")] = 1000,
 ) -> None:
     """Run the `training` flow: train, evaluate and register tip-scorer@challenger."""
-    from flows.training import NotEnoughData, TrainParams
+    from flows.modeling.training_set import NotEnoughData
+    from flows.training import TrainParams
     from flows.training import training as training_flow
 
     params = validated(TrainParams, as_of=as_of, validation_days=validation_days, min_rows=min_rows)
@@ -275,8 +249,7 @@ def service_demo(settings: Settings) -> None:
     if logged is not None:
         context |= logged.model_dump(mode="json", include={"timezone", "tasks"})
     candidates = [
-        {"tip_id": f"tip-{category}", "category": category}
-        for category in ("focus", "planning", "wellbeing", "review")
+        {"tip_id": f"tip-{category}", "category": category} for category in TIP_CATEGORIES
     ]
     console.print("\nstarting bentoml serve service.service:TipService ...")
     with bentoml_serve(settings, settings.data_dir / "demo-serve.log") as url:

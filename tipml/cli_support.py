@@ -1,17 +1,22 @@
-"""What every tipml command shares: the consoles, validation of options, and clean failure."""
+"""What every tipml command shares: the consoles, the settings options, validation of options,
+and clean failure."""
 
-from typing import Any, NoReturn, TypeVar
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from rich.console import Console
 from rich.markup import escape
 
-from service.settings import Settings
+from service.settings import ENV_VARS, Settings
 
 console = Console()
 err = Console(stderr=True)
 Model = TypeVar("Model", bound=BaseModel)
+Callback = TypeVar("Callback", bound=Callable[..., None])
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -36,3 +41,32 @@ def _describe(loc: tuple) -> str:
 
 def settings_of(ctx: typer.Context) -> Settings:
     return ctx.obj
+
+
+def _settings_option(name: str, field: FieldInfo) -> inspect.Parameter:
+    """Settings field -> `--name`: read from its ENV_VARS entry, of the field's type (a Literal's
+    values are its choices), with the field's description as its help."""
+    if not field.description:
+        raise TypeError(f"Settings.{name} needs a description: it is the help of its option")
+    # A default one would type shows in --help. Otherwise None, "not given", lets Settings fill in
+    # its own (home's is a path on this machine, so its description names it instead).
+    default = field.default if isinstance(field.default, str) else None
+    option = typer.Option(envvar=ENV_VARS[name], help=field.description)
+    annotation: Any = Annotated[field.annotation, option]
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+def settings_options(callback: Callback) -> Callback:
+    """Give `callback(ctx, **settings)` one option per Settings field, so that a new setting is
+    a global option of `tipml` without a line here or in the CLI."""
+    own = [
+        p
+        for p in inspect.signature(callback).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    options = [_settings_option(name, f) for name, f in Settings.model_fields.items()]
+    # Typer reads a callback's options from inspect.signature, which takes __signature__ first.
+    callback.__signature__ = inspect.Signature([*own, *options])  # type: ignore[attr-defined]
+    return callback

@@ -2,7 +2,8 @@
 
 Runs until SIGTERM or SIGINT (finishing the batch in hand, then draining the connection; a
 second signal stops at once), or until --max-messages / --idle-exit. Also runs on its own as
-`python -m tipml.consume_cli`, with the data home from TIPML_HOME.
+`python -m tipml.consume_cli`, with the settings (data home, stores) from their environment
+variables (service/settings.py).
 """
 
 import asyncio

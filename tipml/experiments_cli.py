@@ -6,14 +6,17 @@ from typing import Annotated
 import typer
 from pydantic import BaseModel, ConfigDict
 
-from flows.params import UtcDatetime
-from service.events.models import Id
+from feature_repo.bounds import UtcDatetime
+from service.api.prompt_versions import RELEASED_PROMPT_VERSIONS
+from service.api.request import Id
 from tipml.cli_support import console, fail, settings_of, validated
 
 experiments_app = typer.Typer(
     no_args_is_help=True, help="Prompt experiments: reports and off-policy evaluation."
 )
 
+# Of released versions, so that the example in --help runs as typed.
+_EXAMPLE_POLICY = f"{RELEASED_PROMPT_VERSIONS[-1]}=0.8,{RELEASED_PROMPT_VERSIONS[0]}=0.2"
 AsOfOption = Annotated[
     str | None,
     typer.Option(help="ISO 8601 time to report as of; naive means UTC (default: now)."),
@@ -55,14 +58,14 @@ def report_command(
     enforces.
     """
     from flows.experiments.report import experiment_report
-    from flows.experiments.rewards import UnknownExperiment
+    from flows.experiments.rewards import ExperimentNotLogged
 
     options = validated(ReportOptions, as_of=as_of, experiment=experiment)
     try:
         report = experiment_report(
             settings_of(ctx), as_of=options.as_of, experiment=options.experiment
         )
-    except UnknownExperiment as exc:
+    except ExperimentNotLogged as exc:
         fail(f"--experiment: {exc}")
     console.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
 
@@ -73,20 +76,20 @@ def ope_command(
     experiment: Annotated[str, typer.Option(help="Experiment id whose decision log to use.")],
     policy: Annotated[
         str,
-        typer.Option(help="Candidate as arm=probability pairs, e.g. 'v3-few-shot=0.8,v1=0.2'."),
+        typer.Option(help=f"Candidate as arm=probability pairs, e.g. '{_EXAMPLE_POLICY}'."),
     ],
     as_of: AsOfOption = None,
 ) -> None:
     """Estimate a candidate policy's accept rate from the decisions another policy logged."""
     from flows.experiments.ope import OpeParams, UnknownArms, UnsupportedArms, evaluate_policy
-    from flows.experiments.rewards import UnknownExperiment
+    from flows.experiments.rewards import ExperimentNotLogged
 
     options = validated(OpeParams, experiment=experiment, policy=_policy_pairs(policy), as_of=as_of)
     try:
         report = evaluate_policy(
             settings_of(ctx), options.experiment, options.policy, options.as_of
         )
-    except UnknownExperiment as exc:
+    except ExperimentNotLogged as exc:
         fail(f"--experiment: {exc}")
     except (UnknownArms, UnsupportedArms) as exc:
         fail(f"--policy: {exc}")

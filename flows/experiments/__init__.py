@@ -1,0 +1,1 @@
+"""Experiment analytics: rewards, statistics, reports, off-policy evaluation."""

@@ -25,11 +25,11 @@ import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from scipy.stats import norm
 
+from feature_repo.bounds import UtcDatetime
 from flows.experiments.rewards import decision_rewards, experiment_rows
-from flows.params import UtcDatetime
+from service.api.prompt_versions import PromptVersionName
+from service.api.request import Id
 from service.events.log import EventLog
-from service.events.models import Id
-from service.generation.prompt_versions import PromptVersion
 from service.settings import Settings
 
 LEVEL = 0.95
@@ -49,7 +49,7 @@ def check_probabilities(probabilities: Mapping[str, float]) -> Mapping[str, floa
 
 
 Probabilities = Annotated[
-    dict[PromptVersion, Annotated[float, Field(ge=0.0)]], AfterValidator(check_probabilities)
+    dict[PromptVersionName, Annotated[float, Field(ge=0.0)]], AfterValidator(check_probabilities)
 ]
 
 

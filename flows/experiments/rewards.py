@@ -1,4 +1,5 @@
-"""The one definition of a decision's reward: experiment reports, OPE and bandit updates use it.
+"""The one definition of a decision's reward, and the one read of logged decisions with their
+rewards: experiment reports, OPE and bandit updates use both.
 
 A Decision's reward is the first reaction to its tip inside the attribution window:
 "accepted" -> 1, "dismissed" or "ignored" -> 0, and no reaction at all -> 0 once the window
@@ -10,7 +11,8 @@ A decision whose outcome is "error" showed no tip, so it has no reward; it still
 decision (assignment, sample ratio) and as an LLM error (guardrails).
 """
 
-from datetime import datetime, timedelta
+from collections.abc import Collection
+from datetime import date, datetime, timedelta
 
 import pandas as pd
 
@@ -30,7 +32,7 @@ REWARD_COLUMNS: tuple[str, ...] = (
 _FEEDBACK_COLUMNS = ("tip_id", "timestamp", "reaction")
 
 
-class UnknownExperiment(ValueError):
+class ExperimentNotLogged(ValueError):
     """No decision of this experiment is in the log before as_of."""
 
     def __init__(self, experiment: str, known: list[str]) -> None:
@@ -101,22 +103,35 @@ def _frame(records: list[dict], columns: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=list(columns))
 
 
-def decision_rewards(log: EventLog, as_of: datetime) -> pd.DataFrame:
-    """Every decision logged before `as_of` with its reward, read from the event log."""
+def decision_rewards(
+    log: EventLog,
+    as_of: datetime,
+    start: date | None = None,
+    experiments: Collection[str] | None = None,
+) -> pd.DataFrame:
+    """Every decision logged before `as_of` with its reward, read from the event log.
+
+    `start` skips the day partitions before it, feedback included; `experiments` keeps the
+    decisions of these experiments only.
+    """
     cutoff = _require_aware(as_of)
     decisions: list[dict] = []
     feedback: list[dict] = []
     # Day partitions are UTC days of the event time: nothing after as_of's day can count.
-    for record in log.records(types=frozenset({"decision", "feedback"}), end=cutoff.date()):
-        (decisions if record["type"] == "decision" else feedback).append(record)
+    records = log.records(types=frozenset({"decision", "feedback"}), start=start, end=cutoff.date())
+    for record in records:
+        if record["type"] == "feedback":
+            feedback.append(record)
+        elif experiments is None or record["experiment"] in experiments:
+            decisions.append(record)
     return attribute_rewards(
         _frame(decisions, DECISION_COLUMNS), _frame(feedback, _FEEDBACK_COLUMNS), as_of
     )
 
 
 def experiment_rows(frame: pd.DataFrame, experiment: str) -> pd.DataFrame:
-    """The decisions of one experiment, or UnknownExperiment naming those that exist."""
+    """The decisions of one experiment, or ExperimentNotLogged naming those that exist."""
     rows = frame[frame["experiment"] == experiment]
     if rows.empty:
-        raise UnknownExperiment(experiment, sorted(frame["experiment"].unique()))
+        raise ExperimentNotLogged(experiment, sorted(frame["experiment"].unique()))
     return rows

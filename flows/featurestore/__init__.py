@@ -1,0 +1,1 @@
+"""The features flow's library: event frames, the offline table, materialization."""

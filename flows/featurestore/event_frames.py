@@ -5,8 +5,6 @@ import pandas as pd
 from feature_repo.profile_transforms import EventFrames
 from service.events.log import EventLog
 
-_TASK_TYPES = frozenset({"task_created", "task_completed"})
-
 
 def _utc(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True, format="ISO8601")

@@ -4,11 +4,10 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from feature_repo.bounds import UtcDatetime
 from feature_repo.feature_services import tip_scorer_v1
-from flows.params import UtcDatetime
-from service.api.request import RequestContext
+from service.api.request import Id, RequestContext
 from service.events.log import EventLog
-from service.events.models import Id
 from service.scoring.feature_store import open_store
 from service.scoring.online_features import FeatureRead, OnlineFeatureReader
 from service.settings import Settings

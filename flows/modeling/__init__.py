@@ -1,0 +1,1 @@
+"""The training and promote flows' library: training set, scorers, evaluation, cards, gate."""

@@ -1,12 +1,19 @@
-"""Offline evaluation of a scorer: discrimination, calibration, and per-slice fairness."""
+"""Offline evaluation of a scorer on its validation rows: discrimination (against the oracle
+where it is known), calibration, and per-slice fairness."""
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from pydantic import BaseModel
+from sklearn.base import BaseEstimator
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
+from service.scoring.model_inputs import MODEL_FEATURES
+
 CALIBRATION_BINS = 10
+NEW_USER_DAYS = 7  # users younger than this are the fairness slice tenure=new
 
 
 class Metrics(BaseModel):
@@ -85,6 +92,39 @@ def slice_table(y: np.ndarray, p: np.ndarray, slices: pd.DataFrame) -> list[Slic
                 )
             )
     return rows
+
+
+def fairness_slices(rows: pd.DataFrame, world_users: pd.DataFrame | None) -> pd.DataFrame:
+    """Fairness slices: persona (simulated worlds only), timezone region, new vs tenured."""
+    out = pd.DataFrame(index=rows.index)
+    if world_users is not None:
+        out["persona"] = rows["user_id"].map(world_users.set_index("user_id")["persona"])
+    out["timezone_region"] = rows["timezone"].str.split("/").str[0]
+    out["tenure"] = (rows["tenure_days"] < NEW_USER_DAYS).map({True: "new", False: "tenured"})
+    return out.fillna("unknown")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    p_accept: np.ndarray  # the scorer's predictions, one per validation row
+    metrics: Metrics
+    fairness: list[SliceRow]
+
+
+def evaluate_scorer(
+    model: BaseEstimator, valid: pd.DataFrame, world_users: pd.DataFrame | None
+) -> Evaluation:
+    """Metrics against the oracle and fairness slices of `model` on the validation rows."""
+    p_accept = model.predict_proba(valid[list(MODEL_FEATURES)])[:, 1]
+    y = valid["accepted"].to_numpy()
+    # The oracle is known in a simulated world only.
+    oracle = valid["oracle_p_accept"]
+    oracle = oracle.to_numpy(dtype=float) if oracle.notna().all() else None
+    return Evaluation(
+        p_accept=p_accept,
+        metrics=evaluate(y, p_accept, oracle),
+        fairness=slice_table(y, p_accept, fairness_slices(valid, world_users)),
+    )
 
 
 def reliability_plot(y: np.ndarray, p: np.ndarray, title: str) -> Figure:

@@ -1,7 +1,7 @@
 """Model cards: what a scorer version is, what it reads, how well it did, where it has served.
 
-The card is data (JSON beside the model) rendered to markdown for people; the rollout history
-grows with every promotion decision.
+The card is data (JSON beside the model) rendered to markdown for people; its rollout history
+grows by a RolloutDecision when the version is registered and at every promotion decision.
 """
 
 from datetime import datetime
@@ -45,7 +45,9 @@ class Window(BaseModel):
     end: datetime
 
 
-class Decision(BaseModel):
+class RolloutDecision(BaseModel):
+    """One entry of a version's rollout history: what happened to it, when and why."""
+
     at: datetime
     action: Literal["registered", "promoted", "kept", "replaced"]
     reason: str
@@ -71,7 +73,7 @@ class ModelCard(BaseModel):
     checks: list[GateCheck]
     shadow: ShadowSummary | None = None  # live traffic scored beside the champion
     known_limits: list[str] = list(KNOWN_LIMITS)
-    rollout_history: list[Decision] = []
+    rollout_history: list[RolloutDecision] = []
 
     def summary(self) -> str:
         ratio = self.metrics.auc_to_oracle

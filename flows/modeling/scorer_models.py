@@ -1,5 +1,6 @@
 """Candidate scorers: a logistic-regression baseline and gradient boosting, plain and with
-isotonic calibration; the one with the lowest validation log loss wins.
+isotonic calibration, each fitted on the training rows; the one with the lowest validation log
+loss is chosen.
 
 Both plain models minimise log loss and are usually calibrated already; isotonic calibration
 (fit by cross-validation on the training rows) is a candidate, not a given, because on thin
@@ -9,6 +10,7 @@ data its steps cost ranking quality. Whichever wins must still pass the calibrat
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -64,9 +66,26 @@ class Fitted(BaseModel):
     params: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Candidates:
+    fitted: list[Fitted]
+
+    @property
+    def chosen(self) -> Fitted:
+        return min(self.fitted, key=lambda f: f.validation_log_loss)
+
+    @property
+    def fit_seconds(self) -> float:
+        return sum(f.fit_seconds for f in self.fitted)
+
+    @property
+    def validation_log_losses(self) -> dict[str, float]:
+        return {f.name: f.validation_log_loss for f in self.fitted}
+
+
 def fit_candidates(
     x_train: pd.DataFrame, y_train: np.ndarray, x_valid: pd.DataFrame, y_valid: np.ndarray
-) -> list[Fitted]:
+) -> Candidates:
     fitted = []
     for name, make in CANDIDATES.items():
         model = make()
@@ -87,8 +106,4 @@ def fit_candidates(
                 },
             )
         )
-    return fitted
-
-
-def choose(fitted: list[Fitted]) -> Fitted:
-    return min(fitted, key=lambda f: f.validation_log_loss)
+    return Candidates(fitted=fitted)

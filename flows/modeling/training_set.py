@@ -1,4 +1,5 @@
-"""The scorer's training set: logged impressions -> point-in-time features -> model rows.
+"""The scorer's training set: logged impressions -> point-in-time features -> model rows,
+split by day into training and validation.
 
 Each impression was logged with the request context the recommender sent, so the training
 read is the serving read replayed: FeatureService `tip_scorer_v1` through
@@ -6,8 +7,10 @@ get_historical_features (profile as of the impression, context from the logged r
 the shared TTL/fallback rule, and the shared model-row assembly.
 """
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
@@ -99,3 +102,59 @@ def build_training_set(
     for column in META_COLUMNS:
         rows[column] = impressions[column].to_numpy()
     return rows[[*MODEL_FEATURES, *META_COLUMNS]]
+
+
+class NotEnoughData(RuntimeError):
+    """Too few labelled impressions, or only one outcome, in a split to train or validate."""
+
+
+def validation_start(as_of: datetime, validation_days: int) -> datetime:
+    """Where validation begins: a UTC midnight, so the split depends on as_of's day only.
+
+    Train on earlier days, validate on later ones; the hour a run happens to start at must
+    not move rows between the two sides and so change the metrics the gates compare.
+    """
+    midnight = as_of.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight - timedelta(days=validation_days)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Model rows before `validation_start` train; those from it until `as_of` validate."""
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    validation_start: datetime
+    as_of: datetime
+
+    @property
+    def x_train(self) -> pd.DataFrame:
+        return self.train[list(MODEL_FEATURES)]
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.train["accepted"].to_numpy()
+
+    @property
+    def x_valid(self) -> pd.DataFrame:
+        return self.valid[list(MODEL_FEATURES)]
+
+    @property
+    def y_valid(self) -> np.ndarray:
+        return self.valid["accepted"].to_numpy()
+
+
+def split_training_set(
+    rows: pd.DataFrame, as_of: datetime, validation_days: int, min_rows: int
+) -> TrainingSet:
+    """`build_training_set`'s rows split at `validation_start`, or NotEnoughData when either
+    side has fewer than `min_rows` rows or only one outcome."""
+    split = validation_start(as_of, validation_days)
+    train, valid = rows[rows.event_timestamp < split], rows[rows.event_timestamp >= split]
+    for name, part in (("training", train), ("validation", valid)):
+        if len(part) < min_rows or part.accepted.nunique() < 2:
+            raise NotEnoughData(
+                f"{len(part)} {name} impressions before {as_of:%Y-%m-%d %H:%M}, with "
+                f"{int(part.accepted.sum())} accepted; need {min_rows} of both outcomes"
+            )
+    return TrainingSet(train=train, valid=valid, validation_start=split, as_of=as_of)

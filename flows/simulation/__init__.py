@@ -1,0 +1,1 @@
+"""The simulated world the simulate flow writes into the event log."""

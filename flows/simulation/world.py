@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from feature_repo.categories import TIP_CATEGORIES
+from service.api.prompt_versions import RELEASED_PROMPT_VERSIONS
 from service.api.request import RequestContext, Task
 from service.events.models import (
     ATTRIBUTION_WINDOW,
@@ -29,9 +30,14 @@ from service.events.models import (
     TaskCreated,
 )
 
-PROMPT_VERSIONS: tuple[str, ...] = ("v1", "v2-mentor", "v3-few-shot")
-# True effect of each prompt version on the acceptance logit; the bandits must find it.
+# True effect of each released prompt version on the acceptance logit; the bandits must find it.
 PROMPT_EFFECT: dict[str, float] = {"v1": 0.0, "v2-mentor": 0.15, "v3-few-shot": 0.3}
+if set(PROMPT_EFFECT) != set(RELEASED_PROMPT_VERSIONS):
+    # The world draws every released version (and events accept no other): each needs an effect.
+    raise RuntimeError(
+        f"PROMPT_EFFECT covers {sorted(PROMPT_EFFECT)}, "
+        f"but the released prompt versions are {sorted(RELEASED_PROMPT_VERSIONS)}"
+    )
 # The world's own logging policy: each tip's prompt version uniformly at random, logged as a
 # decision with its propensity, so reports and off-policy evaluation run on simulated data.
 WORLD_EXPERIMENT = "world-uniform"
@@ -286,7 +292,7 @@ class _UserSim:
         shown_7d = sum(at - timedelta(days=7) <= s < at for s in self.shown)
         self.shown.append(at)
         category = str(self.pick(TIP_CATEGORIES))
-        prompt_version = str(self.pick(PROMPT_VERSIONS))
+        prompt_version = str(self.pick(RELEASED_PROMPT_VERSIONS))
         p = p_accept(
             self.user,
             category,
@@ -344,7 +350,7 @@ class _UserSim:
             tip_id=impression.tip_id,
             experiment=WORLD_EXPERIMENT,
             arm=prompt_version,
-            propensity=1 / len(PROMPT_VERSIONS),
+            propensity=1 / len(RELEASED_PROMPT_VERSIONS),
             policy="weighted",
             policy_version=f"{WORLD_EXPERIMENT}:weighted:r0",
             # The world models neither LLM latency nor LLM failures.

@@ -1,0 +1,1 @@
+"""The HTTP contract with the recommender: request context, ids, prompt version names, bodies."""

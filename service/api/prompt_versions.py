@@ -13,7 +13,9 @@ from pydantic import AfterValidator, Field
 RELEASED_PROMPT_VERSIONS: tuple[str, ...] = ("v1", "v2-mentor", "v3-few-shot")
 
 # The shape of a version name, released or not (a stored arm of a retired version).
-PromptVersion = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9.-]*$")]
+PromptVersionName = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9.-]*$")
+]
 
 
 def _released(version: str) -> str:
@@ -24,4 +26,4 @@ def _released(version: str) -> str:
     return version
 
 
-ReleasedPromptVersion = Annotated[PromptVersion, AfterValidator(_released)]
+ReleasedPromptVersion = Annotated[PromptVersionName, AfterValidator(_released)]

@@ -6,12 +6,14 @@ serving would have seen.
 
 import json
 from datetime import date
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from feature_repo.bounds import Due, Timestamp, Timezone, resolve_due
 
+# Ids of users, events, tips and requests: printable ASCII, safe in a log line and a NATS header.
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
 MAX_TASKS = 500
 MAX_TITLE_CHARS = 500
 

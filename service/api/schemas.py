@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.contract import CONTRACT_PATH
-from service.events.models import Id
+from service.api.request import Id
 
 MAX_CANDIDATES = 100
 

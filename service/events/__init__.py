@@ -1,0 +1,1 @@
+"""Events: their models, the append-only log, JetStream publishing and consumers."""

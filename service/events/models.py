@@ -10,10 +10,9 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from feature_repo.bounds import Due, Timestamp, Timezone, resolve_due
-from service.api.request import MAX_TITLE_CHARS, RequestContext
-from service.generation.prompt_versions import ReleasedPromptVersion
+from service.api.prompt_versions import ReleasedPromptVersion
+from service.api.request import MAX_TITLE_CHARS, Id, RequestContext
 
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
 Reaction = Literal["accepted", "dismissed", "ignored"]
 # A shown tip nobody reacted to counts as ignored once this window has closed.
 ATTRIBUTION_WINDOW = timedelta(minutes=60)
@@ -98,10 +97,3 @@ Event = Annotated[
     TaskCreated | TaskCompleted | Impression | Feedback | Decision, Field(discriminator="type")
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
-EVENT_TYPES: tuple[str, ...] = (
-    "task_created",
-    "task_completed",
-    "impression",
-    "feedback",
-    "decision",
-)

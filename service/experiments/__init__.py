@@ -1,0 +1,1 @@
+"""Prompt experiments: their configuration, the assignment of arms, the bandit state."""

@@ -28,9 +28,9 @@ import redis
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 from redis.exceptions import RedisError
 
+from service.api.prompt_versions import PromptVersionName
+from service.api.request import Id
 from service.circuit import Breaker, DependencyFailed
-from service.events.models import Id
-from service.generation.prompt_versions import PromptVersion
 from service.settings import Settings
 
 SQLITE_FILE = "bandit_state.sqlite"
@@ -83,7 +83,7 @@ class Reward(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     tip_id: Id
-    arm: PromptVersion
+    arm: PromptVersionName
     reward: int = Field(ge=0, le=1)
 
 
@@ -95,7 +95,7 @@ class Batch(BaseModel):
     experiment: Id
     rewards: tuple[Reward, ...] = ()
     # arm -> why it is paused, or None to resume it. Pausing a paused arm keeps its reason.
-    pauses: dict[PromptVersion, str | None] = {}
+    pauses: dict[PromptVersionName, str | None] = {}
     # Kept only when later than the stored one.
     watermark: AwareDatetime | None = None
 
@@ -275,7 +275,7 @@ def _parse_hash(experiment: str, fields: Mapping[bytes, bytes]) -> ExperimentSta
     arms: dict[str, dict[str, object]] = {}
     for key, value in fields.items():
         name = key.decode()
-        if ":" in name:  # prompt versions have no ":" (service/generation/prompt_versions.py)
+        if ":" in name:  # prompt versions have no ":" (service/api/prompt_versions.py)
             arm, field = name.split(":", 1)
             arms.setdefault(arm, {})[field] = value.decode()
     watermark = fields.get(b"watermark")

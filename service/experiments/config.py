@@ -13,8 +13,8 @@ from typing import Annotated, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
+from service.api.prompt_versions import ReleasedPromptVersion
 from service.events.models import Decision
-from service.generation.prompt_versions import ReleasedPromptVersion
 
 DEFAULT_CONFIG = Path(__file__).with_name("experiments.yaml")
 BUCKETS = 10_000

@@ -1,0 +1,1 @@
+"""/generate: versioned prompts, the blocks they render, the LiteLLM gateway, LLM providers."""

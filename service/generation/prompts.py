@@ -18,6 +18,7 @@ from types import MappingProxyType
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from feature_repo.categories import TIP_CATEGORIES
+from service.api.prompt_versions import RELEASED_PROMPT_VERSIONS
 from service.generation.prompt_blocks import (
     FACTS_CLOSE,
     FACTS_OPEN,
@@ -29,7 +30,6 @@ from service.generation.prompt_blocks import (
     fold,
     mentions_fence,
 )
-from service.generation.prompt_versions import RELEASED_PROMPT_VERSIONS
 
 MAX_TIP_CHARS = 200
 DEFAULT_PROMPT_VERSION = "v1"
@@ -210,7 +210,7 @@ PROMPTS: Mapping[str, PromptVersion] = MappingProxyType(
 )
 if tuple(PROMPTS) != RELEASED_PROMPT_VERSIONS:
     raise RuntimeError(
-        f"service/generation/prompt_versions.py releases {RELEASED_PROMPT_VERSIONS}, "
+        f"service/api/prompt_versions.py releases {RELEASED_PROMPT_VERSIONS}, "
         f"service/generation/prompts.py defines {tuple(PROMPTS)}"
     )
 

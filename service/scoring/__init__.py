@@ -1,0 +1,1 @@
+"""/score: online feature reads, model inputs, the registry's scorer, fast predict, shadow."""

@@ -10,7 +10,7 @@ from feast import FeatureStore
 from feast.repo_config import RepoConfig
 
 from feature_repo.repo import FEAST_OBJECTS
-from service.settings import FEATURE_REPO_DIR, Settings
+from service.settings import ENV_VARS, FEATURE_REPO_DIR, Settings
 
 # Feast warns on every historical read that on-demand views are experimental; we know.
 warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
@@ -21,7 +21,9 @@ CONFIG_FILES = {"sqlite": "feature_store.yaml", "redis": "feature_store.redis.ya
 def repo_config(settings: Settings) -> RepoConfig:
     """The checked-in feature_store.yaml for the chosen online store, rooted at `home`."""
     text = (FEATURE_REPO_DIR / CONFIG_FILES[settings.online_store]).read_text()
-    raw = yaml.safe_load(Template(text).safe_substitute(TIPML_REDIS_URL=settings.redis_url))
+    raw = yaml.safe_load(
+        Template(text).safe_substitute({ENV_VARS["redis_url"]: settings.redis_url})
+    )
     config = RepoConfig(**raw)
     config.repo_path = settings.home
     return config
