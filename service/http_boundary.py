@@ -50,8 +50,8 @@ log = logging.getLogger(__name__)
 
 # /score at every schema limit (500 tasks with 500-character titles, 100 candidates with
 # 128-character ids) is 0.4 MB of ASCII JSON, 0.9 MB with every title in 3-byte UTF-8
-# (tests/test_http_boundary.py sends the ASCII one). Only a body with all 500 titles at their
-# limit in emoji or \u-escapes would pass 1 MiB; a real user's tasks are far from that.
+# (tests/service/test_http_boundary.py sends the ASCII one). Only a body with all 500 titles at
+# their limit in emoji or \u-escapes would pass 1 MiB; a real user's tasks are far from that.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_LOGGED_ERRORS = 10
 JSON_MEDIA_TYPE = b"application/json"

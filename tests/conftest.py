@@ -7,6 +7,18 @@ import pytest
 from service.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# Fixtures that start a server or need one running: a test using any of them, directly or
+# through another fixture, is an integration test. Tests that need one otherwise (Redis,
+# PostgreSQL, a subprocess) carry the marker themselves.
+INTEGRATION_FIXTURES = frozenset({"prefect_server", "topology", "private_nats", "spawn"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 WORLD_END = date(2026, 11, 20)
 WORLD_END_TS = datetime.combine(WORLD_END, time(), UTC)
 

@@ -5,7 +5,7 @@ store then runs one INSERT per cell, and its Redis store hashes every field name
 Profile columns repeat few distinct values, so here each distinct value is converted once, by
 Feast's own converter; SQLite gets one executemany per chunk and Redis one pipeline of HSETs
 laid out as Feast's own `skip_dedup` writer lays them out. Other online stores get the same
-pre-built rows through Feast's `online_write_batch`. tests/test_online_writer.py proves that
+pre-built rows through Feast's `online_write_batch`. tests/flows/test_online_writer.py proves that
 Feast reads back exactly what its own writer would have stored.
 """
 

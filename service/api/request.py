@@ -1,7 +1,8 @@
-"""The request context the recommender sends: when, where, and the user's open tasks.
+"""The request context the recommender sends (when, where, and the user's open tasks), and
+the shape of the ids every request and event carries.
 
-The simulator logs exactly this with every impression, so training reads the context that
-serving would have seen.
+The simulator logs exactly this context with every impression, so training reads the context
+that serving would have seen.
 """
 
 import json

@@ -52,7 +52,7 @@ def settings_for(tmp_path, kind: str, name: str) -> Settings:
     return Settings(home=tmp_path / name)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("redis", marks=pytest.mark.integration)])
 def test_reads_back_identical_to_feasts_writer(tmp_path, kind):
     rows = profile_rows(300)
     stores = {}

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from feature_repo.profile_features import PROFILE_FEATURES
 from service.events.log import EventLog
-from tests.test_bounds import FAR_TIMES, contexts
-from tests.test_service import CANDIDATES, CONTEXT
+from tests.feature_repo.test_bounds import FAR_TIMES, contexts
+from tests.service.test_service import CANDIDATES, CONTEXT
 
 NOW = datetime.now(UTC)
 SCORE = {"user_id": "u000003", "candidates": CANDIDATES[:6], "context": CONTEXT}

@@ -15,8 +15,10 @@ import pytest
 
 from service.events.log import EventLog
 from service.settings import ENV_VARS, Settings
-from tests.test_service_hostile import FEEDBACK, GENERATE
+from tests.service.test_service_hostile import FEEDBACK, GENERATE
 from tipml.serving import bentoml_serve
+
+pytestmark = pytest.mark.integration  # runs bentoml serve
 
 
 def closed_port() -> int:

@@ -7,8 +7,12 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from service.api.prompt_versions import RELEASED_PROMPT_VERSIONS
 from service.settings import ENV_VARS, FEATURE_REPO_DIR
+
+pytestmark = pytest.mark.integration  # runs tipml as a subprocess
 
 BIN = Path(sys.executable).parent
 

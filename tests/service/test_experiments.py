@@ -241,7 +241,7 @@ def test_thompson_finds_the_best_prompt_in_the_simulated_world(tmp_path):
     assert Counter(arms[-2000:])["v3-few-shot"] / 2000 > 0.7
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.integration)])
 def store(request, tmp_path):
     if request.param == "sqlite":
         yield SqliteBanditStore(tmp_path / "state.sqlite")

@@ -12,7 +12,11 @@ import sysconfig
 import venv
 from pathlib import Path
 
+import pytest
+
 from tipml.serving import BIN, PROJECT_DIR
+
+pytestmark = pytest.mark.integration  # builds and installs a wheel in subprocesses
 
 START_UP = """
 import json, sys

@@ -28,7 +28,7 @@ from service.http_boundary import (
     describe_error_responses,
     is_json_content_type,
 )
-from tests.test_service import CANDIDATES, CONTEXT, NOW
+from tests.service.test_service import CANDIDATES, CONTEXT, NOW
 
 ROUTES = ("/score", "/generate", "/feedback")
 SECRET = "Quarterly-board-memo-XYZ"

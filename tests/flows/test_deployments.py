@@ -17,6 +17,8 @@ from prefect.server.schemas.schedules import CronSchedule
 
 from flows.serve import PROJECT_DIR, deployments_from_yaml
 
+pytestmark = pytest.mark.integration  # starts a Prefect server
+
 BIN = Path(sys.executable).parent
 
 

@@ -50,13 +50,13 @@ from service.events.log import EventLog
 from service.events.models import EVENT_ADAPTER, Event, Feedback
 from service.settings import ENV_VARS, Settings
 from tests.conftest import IN_CI, require_server
-from tests.test_bounds import FAR_TIMES, contexts
+from tests.feature_repo.test_bounds import FAR_TIMES, contexts
 
 NATS_HOST, NATS_PORT = "127.0.0.1", 4222
 NATS_URL = f"nats://{NATS_HOST}:{NATS_PORT}"
 # Every `type` a message may carry: the values the Event union discriminates on.
 EVENT_TYPES = tuple(EVENT_ADAPTER.json_schema()["discriminator"]["mapping"])
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FEEDBACK_JSON = Feedback(
     event_id="f-ok",
     user_id="u1",

@@ -269,6 +269,7 @@ def test_collect_logs_one_mlflow_run_per_cell_and_a_rerun_makes_no_calls(setting
     assert chats(loopback) == []
 
 
+@pytest.mark.integration
 def test_a_killed_collect_resumes_with_no_duplicate_cells(settings, loopback):
     # MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI: an earlier test's would leak.
     env = os.environ | {

@@ -5,13 +5,16 @@ import shutil
 import subprocess
 
 import httpx
+import pytest
 
 from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.profile_features import PROFILE_FEATURES
 from service.settings import ENV_VARS, Settings
-from tests.test_http_boundary import SECRET, SECRET_BODY, SECRET_PATHS, TWO_MIB
-from tests.test_service import CONTEXT
+from tests.service.test_http_boundary import SECRET, SECRET_BODY, SECRET_PATHS, TWO_MIB
+from tests.service.test_service import CONTEXT
 from tipml.serving import BIN, PROJECT_DIR, bentoml_serve, free_port
+
+pytestmark = pytest.mark.integration  # runs bentoml serve
 
 BODY = {
     "user_id": "u000005",

@@ -2,6 +2,8 @@
 
 from datetime import timedelta
 
+import pytest
+
 from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.feature_services import tip_scorer_v1
 from feature_repo.profile_features import PROFILE_FEATURES
@@ -70,6 +72,7 @@ def test_a_read_that_fails_for_its_own_reasons_degrades_only_itself(tmp_path):
     assert not after.degraded and after.fallbacks == {f.name: "missing" for f in PROFILE_FEATURES}
 
 
+@pytest.mark.integration
 def test_after_the_warm_up_the_first_redis_read_meets_the_request_budget(tmp_path):
     require_server("Redis", "127.0.0.1", 6379)
     home = tmp_path / "home"
