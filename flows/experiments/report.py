@@ -41,12 +41,13 @@ from flows.experiments.stats import (
     wilson_bounds,
     wilson_interval,
 )
+from service.api.prompt_versions import DEFAULT_PROMPT_VERSION
 from service.events.log import EventLog
 from service.experiments.config import Experiment, ExperimentsConfig, Guardrails
 from service.settings import Settings
 from service.tracking import REPORT_EXPERIMENT, experiment_id, registry_client
 
-DEFAULT_CONTROL = "v1"
+DEFAULT_CONTROL = DEFAULT_PROMPT_VERSION
 PLOT_FILE = "accept_rate.png"
 REPORT_FILE = "report.json"
 

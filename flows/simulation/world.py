@@ -15,7 +15,7 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from feature_repo.categories import TIP_CATEGORIES
 from service.api.prompt_versions import RELEASED_PROMPT_VERSIONS
@@ -58,6 +58,12 @@ class Persona(BaseModel):
     base_logit: float
     receptivity: dict[str, float]  # per tip category, added to the logit
     projects: tuple[str, ...]
+
+    @model_validator(mode="after")
+    def _every_category(self) -> "Persona":
+        if set(self.receptivity) != set(TIP_CATEGORIES):
+            raise ValueError(f"{self.name}: receptivity must cover exactly {TIP_CATEGORIES}")
+        return self
 
 
 PERSONAS: tuple[Persona, ...] = (

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from feature_repo.categories import TIP_CATEGORIES
-from service.api.prompt_versions import RELEASED_PROMPT_VERSIONS
+from service.api.prompt_versions import DEFAULT_PROMPT_VERSION, RELEASED_PROMPT_VERSIONS
 from service.generation.prompt_blocks import (
     FACTS_CLOSE,
     FACTS_OPEN,
@@ -32,7 +32,6 @@ from service.generation.prompt_blocks import (
 )
 
 MAX_TIP_CHARS = 200
-DEFAULT_PROMPT_VERSION = "v1"
 PROMPT_VERSION_ENV = "DEFAULT_PROMPT_VERSION"
 
 OUTPUT_CONTRACT = (
