@@ -12,8 +12,7 @@ from pydantic import AfterValidator, Field
 
 RELEASED_PROMPT_VERSIONS: tuple[str, ...] = ("v1", "v2-mentor", "v3-few-shot")
 # What a request that names no version gets (unless the environment variable of the same name
-# says otherwise), and
-# what experiment reports compare with when an experiment names no control.
+# says otherwise), and what experiment reports compare with when an experiment names no control.
 DEFAULT_PROMPT_VERSION = "v1"
 
 # The shape of a version name, released or not (a stored arm of a retired version).
