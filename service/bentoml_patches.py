@@ -8,6 +8,8 @@ of them took 80-190 ms here: the p99. Cancelling the timer when the request ends
 
 The fix replaces the middleware's __call__ only on the versions it was measured on and only
 if their source still has the leak; anything else is left as BentoML ships it.
+`on_checked_version` is that version check, for every change tipml makes to BentoML's
+internals (service/http_boundary.py uses it too).
 """
 
 import asyncio

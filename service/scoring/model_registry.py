@@ -1,4 +1,5 @@
-"""The scorer in MLflow's model registry: names, aliases, and the guarded load the service uses.
+"""The scorer in MLflow's model registry: the version an alias holds, and the guarded load the
+service uses.
 
 A model version is only usable with the features it was trained on: its
 `feast.feature_service` tag names the FeatureService, and that service must exist in the Feast
