@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from flows.experiments.rewards import decision_rewards
 from flows.experiments.stats import GuardrailResult, evaluate_guardrails, guardrail_window
-from service.events.log import EventLog
+from service.events.lake import open_lake
 from service.experiments.bandit_state import (
     Applied,
     Batch,
@@ -144,7 +144,7 @@ def bandit_update(settings: Settings | None = None) -> BanditUpdateReport:
     start = _read_start(config.experiments, states, now)
 
     frame = decision_rewards(
-        EventLog(settings.events_dir),
+        open_lake(settings),
         now,
         start=start.date() if start else None,
         experiments=states.keys(),

@@ -16,7 +16,7 @@ from feature_repo.profile_transforms import EventFrames, compute_daily_profiles
 from flows.featurestore.event_frames import load_event_frames
 from flows.featurestore.materialize import MaterializeReport, materialize_profiles
 from flows.featurestore.offline_table import partition_days, write_partitions
-from service.events.log import EventLog
+from service.events.lake import open_lake
 from service.scoring.feature_store import apply_definitions, open_store
 from service.settings import Settings
 
@@ -60,7 +60,7 @@ def days_to_compute(
 
 @task(cache_policy=NO_CACHE)
 def load_events(settings: Settings) -> EventFrames:
-    return load_event_frames(EventLog(settings.events_dir))
+    return load_event_frames(open_lake(settings))
 
 
 @task(cache_policy=NO_CACHE)

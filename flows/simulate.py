@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from feature_repo.bounds import EARLIEST, LATEST, AllDayDate
 from flows.simulation.world import World
-from service.events.log import EventLog
+from service.events.lake import EventLake, open_lake
 from service.settings import Settings
 
 SIM_WRITER = "simulator"
@@ -93,13 +93,13 @@ def _save_manifest(settings: Settings, manifest: WorldManifest) -> None:
 def plan(settings: Settings, params: SimulateParams, end: date) -> WorldManifest:
     """The manifest to write under; raises before anything is written if worlds would mix."""
     wanted = WorldManifest(users=params.users, days=params.days, seed=params.seed, end=end)
-    if params.reset or EventLog(settings.events_dir).is_empty():
+    if params.reset or open_lake(settings).is_empty():
         return wanted
     path = _manifest_path(settings)
     existing = WorldManifest.model_validate_json(path.read_text()) if path.exists() else None
     if existing is None or not existing.same_world(wanted):
         raise WorldExistsError(
-            f"the event log at {settings.events_dir} holds another world; "
+            f"the event lake at {settings.events_location} holds another world; "
             "pass --reset to replace it (and the stores built from it) with this one"
         )
     return existing
@@ -111,8 +111,11 @@ def simulate(params: SimulateParams, settings: Settings | None = None) -> Simula
     logger = get_run_logger()
     end = params.end or datetime.now(UTC).date()
     manifest = plan(settings, params, end)
-    if params.reset and settings.data_dir.exists():
-        shutil.rmtree(settings.data_dir)
+    if params.reset:
+        # The lake may live outside the data dir (TIPML_EVENTS_URL): cleared on its own.
+        EventLake(settings.events_location).clear()
+        if settings.data_dir.exists():
+            shutil.rmtree(settings.data_dir)
 
     world = World(
         users=params.users,
@@ -126,7 +129,7 @@ def simulate(params: SimulateParams, settings: Settings | None = None) -> Simula
     truth.to_parquet(settings.world_dir / "users.parquet", index=False)
     _save_manifest(settings, manifest)
 
-    log = EventLog(settings.events_dir, writer_id=SIM_WRITER)
+    log = open_lake(settings, writer_id=SIM_WRITER)
     resumed_at = manifest.users_done
     if resumed_at:
         logger.info("resuming the world at user %d of %d", resumed_at, params.users)

@@ -29,7 +29,7 @@ from flows.modeling.training_set import (
     labelled_impressions,
     split_training_set,
 )
-from service.events.log import EventLog
+from service.events.lake import open_lake
 from service.scoring.feature_store import open_store
 from service.scoring.model_names import MODEL_NAME
 from service.settings import Settings
@@ -59,7 +59,7 @@ class TrainReport(BaseModel):
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
 def build(settings: Settings, params: TrainParams, as_of: datetime) -> pd.DataFrame:
-    impressions = labelled_impressions(EventLog(settings.events_dir), as_of)
+    impressions = labelled_impressions(open_lake(settings), as_of)
     return build_training_set(open_store(settings), settings, impressions, params.feature_service)
 
 

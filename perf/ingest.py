@@ -1,4 +1,4 @@
-"""Benchmark: events/s from JetStream into the durable event log, ours vs the baselines.
+"""Benchmark: events/s from JetStream into the durable event lake, ours vs the baselines.
 
 What is measured, in one run, on the NATS server at TIPML_NATS_URL (default 127.0.0.1:4222). The
 events are --events simulator events (flows/simulation/world.py: task events, impressions, feedback,
@@ -12,12 +12,12 @@ right after the original, as a retrying producer would. Each phase works in a na
   ours     for each --batch: `python -m tipml.consume_cli --batch B --max-messages N` (what
            `tipml consume` runs) in its own process, started and subscribed first; then the
            clock starts, this process publishes everything as above, and the clock stops
-           when the consumer has appended (fsync per batch) and acked every event and exited.
-           End to end: publish -> consume -> durable append. The log is then read back
-           through EventLog.records() (dedupe on event_id) and must hold exactly --events
-           distinct events; raw lines are printed beside them.
+           when the consumer has appended (durable files per batch) and acked every event and
+           exited. End to end: publish -> consume -> durable append. The lake is then read
+           back (dedupe on event_id) and must hold exactly --events distinct events; the
+           rows stored, duplicates included, are printed beside them.
   naive    the second baseline: a consumer that fetches one message at a time, appends it
-           (one fsync per event) and acks it, on --naive-events messages of the signals
+           (one durable file per event) and acks it, on --naive-events messages of the signals
            stream published beforehand (its time is consume only, so it is flattered).
 
 Printed: events/s per phase, the ratios ours/naive and ours/publish, and the issue's goal
@@ -45,6 +45,7 @@ from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
@@ -60,7 +61,7 @@ from service.events.jetstream import (
     ensure_streams,
     publish_many,
 )
-from service.events.log import EventLog
+from service.events.lake import EventLake
 from service.events.models import EVENT_ADAPTER, Event
 from service.settings import ENV_VARS, Settings
 
@@ -132,9 +133,14 @@ async def ours_phase(
             seconds = time.perf_counter() - started
             if consumer.returncode != 0:
                 raise SystemExit(f"consumer failed:\n{output.decode()}")
-        events_dir = Settings(home=home).events_dir
-        distinct = sum(1 for _ in EventLog(events_dir).records())
-        raw = sum(p.read_bytes().count(b"\n") for p in events_dir.glob("day=*/*.jsonl"))
+        lake = EventLake(Settings(home=home).events_location)
+        distinct = sum(1 for _ in lake.records())
+        raw = sum(
+            pq.read_metadata(path).num_rows
+            for kind in lake.types()
+            for day in lake.days(kind)
+            for path in lake.day_files(kind, day)
+        )
         return seconds, distinct, raw
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -174,7 +180,7 @@ async def naive_phase(url: str, events: list[Event], count: int) -> float:
             )
             await js.add_consumer(stream, config)
             sub = await js.pull_subscribe_bind(durable="naive", stream=stream)
-            log = EventLog(home, writer_id="naive")
+            log = EventLake(home, writer_id="naive")
             started = time.perf_counter()
             for _ in range(len(signals)):
                 (msg,) = await sub.fetch(1, timeout=5)
@@ -182,7 +188,7 @@ async def naive_phase(url: str, events: list[Event], count: int) -> float:
                 await msg.ack()
             seconds = time.perf_counter() - started
             await sub.unsubscribe()
-        if sum(1 for _ in EventLog(home).records()) != len(signals):
+        if sum(1 for _ in EventLake(home).records()) != len(signals):
             raise SystemExit("the naive consumer lost events")
         return seconds
     finally:

@@ -45,7 +45,7 @@ from service.api.schemas import (
 )
 from service.bentoml_patches import patch_timeout_middleware
 from service.circuit import STARTUP_BUDGET_S, Breaker, DependencyFailed
-from service.events.log import EventLog
+from service.events.lake import open_lake
 from service.events.models import Event, Feedback, Reaction
 from service.experiments.assignment import Assignment, decide, decision_event
 from service.experiments.bandit_state import BANDIT_STATE, StateCache, open_bandit_store
@@ -137,7 +137,7 @@ class TipService:
             budget=None if settings.online_store == "sqlite" else REMOTE_READ_BUDGET_S,
         )
         self.shadow = self._shadow(settings)
-        self.events = EventLog(settings.events_dir, writer_id=f"service-{uuid.uuid4().hex[:12]}")
+        self.events = open_lake(settings, writer_id=f"service-{uuid.uuid4().hex[:12]}")
         self.event_sink = Breaker(EVENT_LOG, (OSError,), budget=EVENT_LOG_BUDGET_S)
         self._recent_feedback: OrderedDict[str, None] = OrderedDict()
         self.gateway = Gateway.from_yaml()

@@ -15,6 +15,7 @@ ENV_VARS = {
     "redis_url": "TIPML_REDIS_URL",
     "bandit_store": "TIPML_BANDIT_STORE",
     "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
+    "events_url": "TIPML_EVENTS_URL",
 }
 
 
@@ -46,6 +47,12 @@ class Settings(BaseModel):
         default=None,
         description="MLflow tracking/registry URI (default: SQLite under the data dir).",
     )
+    events_url: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The event lake: a path or s3://bucket/prefix (default: events under the "
+        "data dir).",
+    )
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -59,7 +66,13 @@ class Settings(BaseModel):
 
     @property
     def events_dir(self) -> Path:
+        """The event lake's default place, under the data dir."""
         return self.data_dir / "events"
+
+    @property
+    def events_location(self) -> str:
+        """Where the event lake is (service/events/lake.py): TIPML_EVENTS_URL or events_dir."""
+        return self.events_url or str(self.events_dir)
 
     @property
     def tracking_uri(self) -> str:

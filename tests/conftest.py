@@ -10,7 +10,9 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # Fixtures that start a server or need one running: a test using any of them, directly or
 # through another fixture, is an integration test. Tests that need one otherwise (Redis,
 # PostgreSQL, a subprocess) carry the marker themselves.
-INTEGRATION_FIXTURES = frozenset({"prefect_server", "topology", "private_nats", "spawn"})
+INTEGRATION_FIXTURES = frozenset(
+    {"prefect_server", "topology", "private_nats", "spawn", "s3_endpoint"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -95,3 +97,34 @@ def client(served_home):
         yield test_client
     finally:
         test_client.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """An S3-compatible server on 127.0.0.1 (moto's server mode) with a bucket `lake`, and the
+    standard AWS variables pointing at it: what a shared event lake looks like in a test."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        message = f"moto's S3 server is not installed ({exc})"
+        if IN_CI:
+            pytest.fail(f"{message}; CI installs the dev set")
+        pytest.skip(message)
+    import boto3
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    variables = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "tipml",
+        "AWS_SECRET_ACCESS_KEY": "tipml",
+        "AWS_REGION": "us-east-1",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in variables.items():
+            patch.setenv(name, value)
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="lake")
+        yield endpoint
+    server.stop()

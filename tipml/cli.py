@@ -18,6 +18,7 @@ from service.tracking import registry_client
 from tipml.benchmark_cli import bench_app
 from tipml.cli_support import console, fail, settings_of, settings_options, validated
 from tipml.consume_cli import consume
+from tipml.events_cli import events_app
 from tipml.experiments_cli import experiments_app
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
@@ -25,13 +26,21 @@ features_app = typer.Typer(no_args_is_help=True, help="Compute, inspect and expo
 app.add_typer(features_app, name="features")
 app.add_typer(bench_app, name="bench")
 app.add_typer(experiments_app, name="experiments")
+app.add_typer(events_app, name="events")
 app.command("consume")(consume)
+# Commands that may run on a home whose events are still JSON lines: every other one refuses.
+REPLACES_OR_IMPORTS_EVENTS = frozenset({"events", "simulate"})
 
 
 @app.callback()
 @settings_options
 def main(ctx: typer.Context, **settings: Any) -> None:
     ctx.obj = validated(Settings, **settings)
+    if ctx.invoked_subcommand not in REPLACES_OR_IMPORTS_EVENTS:
+        from service.events.lake import legacy_jsonl
+
+        if message := legacy_jsonl(ctx.obj):
+            fail(message, code=1)
 
 
 @app.command()
@@ -240,11 +249,11 @@ def service_demo(settings: Settings) -> None:
     import httpx
 
     from flows.featurestore.show_online import latest_contexts
-    from service.events.log import EventLog
+    from service.events.lake import open_lake
     from tipml.serving import bentoml_serve
 
     user_id = "u000001"
-    logged = latest_contexts(EventLog(settings.events_dir), {user_id}).get(user_id)
+    logged = latest_contexts(open_lake(settings), {user_id}).get(user_id)
     context = {"timestamp": datetime.now(UTC).isoformat(), "timezone": "UTC", "tasks": []}
     if logged is not None:
         context |= logged.model_dump(mode="json", include={"timezone", "tasks"})

@@ -85,7 +85,7 @@ def consume(
         # e.g. a durable consumer whose filter or policy cannot be changed in place
         fail(f"JetStream refused: {exc.description} (code {exc.err_code})", code=1)
     console.print(
-        f"{report.handled} messages in {report.seconds:.1f} s -> {settings.events_dir}",
+        f"{report.handled} messages in {report.seconds:.1f} s -> {settings.events_location}",
         markup=False,
         soft_wrap=True,
     )
@@ -93,7 +93,7 @@ def consume(
         console.print(
             f"  {s.stream} ({s.consumer}): {s.appended} appended, "
             f"{s.dead_lettered} dead-lettered, {s.failed_batches} failed batches "
-            f"(day=*/{s.log_file}.jsonl)",
+            f"(files of writer {s.writer})",
             markup=False,
             soft_wrap=True,
         )

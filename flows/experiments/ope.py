@@ -29,7 +29,7 @@ from feature_repo.bounds import UtcDatetime
 from flows.experiments.rewards import decision_rewards, experiment_rows
 from service.api.prompt_versions import PromptVersionName
 from service.api.request import Id
-from service.events.log import EventLog
+from service.events.lake import open_lake
 from service.settings import Settings
 
 LEVEL = 0.95
@@ -244,7 +244,7 @@ def evaluate_policy(
 ) -> OpeReport:
     """Off-policy estimates for `target` on one experiment's decision log up to `as_of`."""
     as_of = as_of or datetime.now(UTC)
-    rows = experiment_rows(decision_rewards(EventLog(settings.events_dir), as_of), experiment)
+    rows = experiment_rows(decision_rewards(open_lake(settings), as_of), experiment)
     if isinstance(target, Mapping):
         known = sorted(rows["arm"].unique())
         if unknown := sorted(set(target) - set(known)):

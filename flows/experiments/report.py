@@ -42,7 +42,7 @@ from flows.experiments.stats import (
     wilson_interval,
 )
 from service.api.prompt_versions import DEFAULT_PROMPT_VERSION
-from service.events.log import EventLog
+from service.events.lake import open_lake
 from service.experiments.config import Experiment, ExperimentsConfig, Guardrails
 from service.settings import Settings
 from service.tracking import REPORT_EXPERIMENT, experiment_id, registry_client
@@ -327,7 +327,7 @@ def experiment_report(
     defaults of `experiment_setup`.
     """
     as_of = as_of or datetime.now(UTC)
-    frame = decision_rewards(EventLog(settings.events_dir), as_of)
+    frame = decision_rewards(open_lake(settings), as_of)
     if experiment is not None:
         frame = experiment_rows(frame, experiment)
     guardrails = guardrails or {}

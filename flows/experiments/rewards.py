@@ -15,8 +15,10 @@ from collections.abc import Collection
 from datetime import date, datetime, timedelta
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from service.events.log import EventLog
+from service.events.lake import EventLake
 from service.events.models import ATTRIBUTION_WINDOW, Decision
 
 DECISION_COLUMNS: tuple[str, ...] = tuple(Decision.model_fields)
@@ -99,34 +101,25 @@ def attribute_rewards(
     return frame
 
 
-def _frame(records: list[dict], columns: tuple[str, ...]) -> pd.DataFrame:
-    return pd.DataFrame.from_records(records, columns=list(columns))
-
-
 def decision_rewards(
-    log: EventLog,
+    lake: EventLake,
     as_of: datetime,
     start: date | None = None,
     experiments: Collection[str] | None = None,
 ) -> pd.DataFrame:
-    """Every decision logged before `as_of` with its reward, read from the event log.
+    """Every decision logged before `as_of` with its reward, read from the event lake.
 
     `start` skips the day partitions before it, feedback included; `experiments` keeps the
     decisions of these experiments only.
     """
     cutoff = _require_aware(as_of)
-    decisions: list[dict] = []
-    feedback: list[dict] = []
     # Day partitions are UTC days of the event time: nothing after as_of's day can count.
-    records = log.records(types=frozenset({"decision", "feedback"}), start=start, end=cutoff.date())
-    for record in records:
-        if record["type"] == "feedback":
-            feedback.append(record)
-        elif experiments is None or record["experiment"] in experiments:
-            decisions.append(record)
-    return attribute_rewards(
-        _frame(decisions, DECISION_COLUMNS), _frame(feedback, _FEEDBACK_COLUMNS), as_of
-    )
+    decisions = lake.read("decision", start, cutoff.date(), DECISION_COLUMNS)
+    if experiments is not None:
+        wanted = pa.array(list(experiments), pa.string())
+        decisions = decisions.filter(pc.is_in(decisions["experiment"], wanted))
+    feedback = lake.read("feedback", start, cutoff.date(), _FEEDBACK_COLUMNS)
+    return attribute_rewards(decisions.to_pandas(), feedback.to_pandas(), as_of)
 
 
 def experiment_rows(frame: pd.DataFrame, experiment: str) -> pd.DataFrame:

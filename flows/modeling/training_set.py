@@ -8,7 +8,7 @@ the shared TTL/fallback rule, and the shared model-row assembly.
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -17,8 +17,8 @@ from feast import FeatureStore
 from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.freshness import resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
-from service.api.request import RequestContext
-from service.events.log import EventLog
+from service.api.request import request_data
+from service.events.lake import EventLake
 from service.events.models import ATTRIBUTION_WINDOW
 from service.scoring.feature_store import offline_reads
 from service.scoring.model_inputs import MODEL_FEATURES, model_frame
@@ -37,43 +37,62 @@ META_COLUMNS = (
 )
 
 
-def labelled_impressions(log: EventLog, as_of: datetime) -> pd.DataFrame:
-    """Impressions before `as_of` whose outcome is known by then, with their request data.
+def labelled_impressions(
+    lake: EventLake, as_of: datetime, start: date | None = None
+) -> pd.DataFrame:
+    """Impressions before `as_of` (from UTC day `start`, when given) whose outcome is known by
+    then, with their request data.
 
     accepted = 1 when an "accepted" reaction arrived before `as_of`; 0 for any other reaction,
     or for silence once the attribution window has closed. Impressions still inside their
     window with no reaction yet are left out: their label is not known.
     """
-    impressions: list[dict] = []
-    reactions: dict[str, tuple[str, str]] = {}
-    for record in log.records(types=frozenset({"impression", "feedback"})):
-        if record["type"] == "feedback":
-            reactions.setdefault(record["tip_id"], (record["reaction"], record["timestamp"]))
-            continue
-        context = RequestContext.model_validate(record["context"])
-        impressions.append(
-            {
-                "user_id": record["user_id"],
-                "event_timestamp": record["timestamp"],
-                "tip_id": record["tip_id"],
-                "category": record["category"],
-                "prompt_version": record["prompt_version"],
-                "oracle_p_accept": record.get("oracle_p_accept"),
-                **context.feast_request_data(),
-            }
-        )
-    columns = [c for c in META_COLUMNS if c not in ("accepted", "timezone")]
-    frame = pd.DataFrame(impressions, columns=[*columns, *REQUEST_FIELDS])
-    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True, format="ISO8601")
+    end = as_of.astimezone(UTC).date()
+    shown = lake.read(
+        "impression",
+        start,
+        end,
+        [
+            "user_id",
+            "timestamp",
+            "tip_id",
+            "category",
+            "prompt_version",
+            "oracle_p_accept",
+            "context",
+        ],
+    )
+    contexts = shown["context"].to_pylist()
+    frame = (
+        shown.drop_columns("context").to_pandas().rename(columns={"timestamp": "event_timestamp"})
+    )
+    requests = pd.DataFrame(
+        [
+            request_data(
+                c["timestamp"], c["timezone"], [(t["priority"], t["due"]) for t in c["tasks"]]
+            )
+            for c in contexts
+        ],
+        columns=list(REQUEST_FIELDS),
+    )
+    frame = pd.concat([frame, requests], axis=1)
     frame = frame[frame["event_timestamp"] < as_of]
 
-    reaction = frame["tip_id"].map(lambda tip: reactions.get(tip, (None, None)))
-    kind = reaction.map(lambda r: r[0])
-    when = pd.to_datetime(reaction.map(lambda r: r[1]), utc=True, format="ISO8601")
+    # A reaction counts from its first copy in time: the user's first answer.
+    reactions = (
+        lake.read("feedback", start, end, ["tip_id", "timestamp", "reaction"])
+        .to_pandas()
+        .sort_values("timestamp", kind="stable")
+        .drop_duplicates("tip_id")
+        .set_index("tip_id")
+    )
+    kind = frame["tip_id"].map(reactions["reaction"])
+    when = frame["tip_id"].map(reactions["timestamp"])
     known = when < as_of
     frame["accepted"] = ((kind == "accepted") & known).astype("int64")
     settled = known | (frame["event_timestamp"] + ATTRIBUTION_WINDOW <= as_of)
-    return frame[settled].reset_index(drop=True)
+    columns = [c for c in META_COLUMNS if c != "timezone"]
+    return frame[settled].loc[:, [*columns, *REQUEST_FIELDS]].reset_index(drop=True)
 
 
 def build_training_set(

@@ -6,7 +6,8 @@ that serving would have seen.
 """
 
 import json
-from datetime import date
+from collections.abc import Sequence
+from datetime import date, datetime
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -53,14 +54,21 @@ class RequestContext(BaseModel):
 
     def feast_request_data(self) -> dict[str, str]:
         """The request_context RequestSource fields. Titles stay out: features don't use them."""
-        return {
-            "request_timestamp": self.timestamp.isoformat(),
-            "timezone": self.timezone,
-            "tasks_json": json.dumps(
-                [
-                    {"priority": t.priority, "due": t.due.isoformat() if t.due else None}
-                    for t in self.tasks
-                ],
-                separators=(",", ":"),
-            ),
-        }
+        return request_data(
+            self.timestamp, self.timezone, [(t.priority, t.due) for t in self.tasks]
+        )
+
+
+def request_data(
+    timestamp: datetime, timezone: str, tasks: Sequence[tuple[int, datetime | None]]
+) -> dict[str, str]:
+    """The request_context RequestSource fields of a context: its time, zone and each task's
+    (priority, due). One definition, for a live request and for a logged impression alike."""
+    return {
+        "request_timestamp": timestamp.isoformat(),
+        "timezone": timezone,
+        "tasks_json": json.dumps(
+            [{"priority": p, "due": due.isoformat() if due else None} for p, due in tasks],
+            separators=(",", ":"),
+        ),
+    }

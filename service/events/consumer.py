@@ -1,10 +1,11 @@
-"""The JetStream consumers behind `tipml consume`: intake streams -> the event log.
+"""The JetStream consumers behind `tipml consume`: intake streams -> the event lake.
 
 One durable pull consumer per intake stream (`tipml-signals` on SIGNALS, `tipml-feedback` on
 FEEDBACK), explicit ack. Each fetched batch is validated with EVENT_ADAPTER; the valid events
-are appended to the event log in one fsynced write (one log file per stream per process), and
-only then acked. So delivery is at least once: a batch appended but not acked before a crash
-is delivered again and appended again, and the log's readers keep one copy per event_id.
+are appended to the event lake (service/events/lake.py: durable write-once files, one per
+event type and day of the batch), and only then acked. So delivery is at least once: a batch
+appended but not acked before a crash is delivered again and appended again, and the lake's
+readers keep one copy per event_id.
 
 What cannot become an event is never retried:
 
@@ -53,7 +54,7 @@ from service.events.jetstream import (
     connect,
     ensure_streams,
 )
-from service.events.log import EventLog
+from service.events.lake import EventLake, open_lake
 from service.events.models import EVENT_ADAPTER, Event
 from service.settings import Settings
 
@@ -125,7 +126,7 @@ class ConsumeParams(BaseModel):
 class StreamReport(BaseModel):
     stream: str
     consumer: str
-    log_file: str
+    writer: str
     appended: int = 0
     dead_lettered: int = 0
     failed_batches: int = 0
@@ -208,7 +209,7 @@ class _StreamConsumer:
         js: JetStreamContext,
         root: IntakeStream,
         params: ConsumeParams,
-        log: EventLog,
+        log: EventLake,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -221,7 +222,7 @@ class _StreamConsumer:
         self._last_errors: dict[int, str] = {}
         self._pull: JetStreamContext.PullSubscription | None = None
         self.report = StreamReport(
-            stream=self._stream, consumer=self._consumer, log_file=log.writer_id
+            stream=self._stream, consumer=self._consumer, writer=log.writer_id
         )
 
     async def subscribe(self) -> None:
@@ -376,7 +377,7 @@ def writer_id(stream: str) -> str:
 async def run_consumers(
     params: ConsumeParams, settings: Settings, stop: asyncio.Event | None = None
 ) -> ConsumeReport:
-    """Consume the chosen intake streams into `settings.events_dir` until `stop` is set.
+    """Consume the chosen intake streams into the event lake until `stop` is set.
 
     Also stops by itself after `params.max_messages` messages or `params.idle_exit` idle
     seconds. Creates the streams and durable consumers when missing.
@@ -390,7 +391,7 @@ async def run_consumers(
         js = nc.jetstream()
         await ensure_streams(js, params.topology)
         for root in params.streams:
-            log = EventLog(settings.events_dir, writer_id(params.topology.stream_name(root)))
+            log = open_lake(settings, writer_id(params.topology.stream_name(root)))
             consumers.append(_StreamConsumer(nc, js, root, params, log))
         for consumer in consumers:
             await consumer.subscribe()

@@ -93,6 +93,10 @@ class Decision(_Event):
     latency_ms: float = Field(ge=0.0)
 
 
+EVENT_MODELS: dict[str, type[_Event]] = {
+    model.model_fields["type"].default: model
+    for model in (TaskCreated, TaskCompleted, Impression, Feedback, Decision)
+}
 Event = Annotated[
     TaskCreated | TaskCompleted | Impression | Feedback | Decision, Field(discriminator="type")
 ]

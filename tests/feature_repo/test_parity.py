@@ -25,7 +25,7 @@ from flows.featurestore.materialize import materialize_profiles
 from flows.featurestore.offline_table import write_partitions
 from flows.simulation.world import World
 from service.api.request import RequestContext, Task
-from service.events.log import EventLog
+from service.events.lake import open_lake
 from service.scoring.feature_store import apply_definitions, offline_reads, open_store
 from service.scoring.online_features import OnlineFeatureReader
 from tests.conftest import WORLD_END_TS
@@ -51,8 +51,8 @@ def world_store(tmp_path_factory):
 
     settings = Settings(home=tmp_path_factory.mktemp("parity"))
     world = World(users=60, days=21, seed=11, end=WORLD_END_TS)
-    EventLog(settings.events_dir).append(world.events())
-    frames = load_event_frames(EventLog(settings.events_dir))
+    open_lake(settings).append(world.events())
+    frames = load_event_frames(open_lake(settings))
     days = [(world.start + timedelta(days=i)).date() for i in range(1, 22)]
     write_partitions(settings, compute_daily_profiles(frames, days))
     store = open_store(settings)

@@ -30,6 +30,7 @@ def next_runs(cron: str, timezone: str, count: int) -> list:
     ("name", "flow", "every"),
     [
         ("features-hourly", "features", timedelta(hours=1)),
+        ("compaction-daily", "compaction", timedelta(days=1)),
         ("training-daily", "training", timedelta(days=1)),
         ("promote-daily", "promote", timedelta(days=1)),
         ("bandit-update-15min", "bandit_update", timedelta(minutes=15)),
@@ -115,6 +116,7 @@ def test_prefect_deploy_all_registers_every_schedule_on_a_real_server(tmp_path):
         assert registered == expected
         assert set(expected) == {
             "features-hourly",
+            "compaction-daily",
             "training-daily",
             "promote-daily",
             "bandit-update-15min",

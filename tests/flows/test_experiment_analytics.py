@@ -28,7 +28,7 @@ from flows.experiments.stats import (
     sample_ratio_mismatch,
     wilson_interval,
 )
-from service.events.log import EventLog
+from service.events.lake import EventLake, open_lake
 from service.events.models import ATTRIBUTION_WINDOW, Decision, Feedback
 from service.experiments.config import ExperimentsConfig, Guardrails
 from service.tracking import REPORT_EXPERIMENT, registry_client
@@ -105,8 +105,8 @@ def hand_counted_events() -> list[Decision | Feedback]:
 
 
 @pytest.fixture
-def hand_log(settings) -> EventLog:
-    log = EventLog(settings.events_dir)
+def hand_log(settings) -> EventLake:
+    log = open_lake(settings)
     log.append(hand_counted_events())
     return log
 
@@ -422,7 +422,7 @@ def test_report_takes_guardrails_and_control_from_experiments_yaml(settings):
     ]
     # An experiment nobody configured, without a v1 arm: no control, nothing compared.
     events += [decision(i, recent, "v3-few-shot", experiment="no-control") for i in range(3)]
-    EventLog(settings.events_dir).append(events)
+    open_lake(settings).append(events)
 
     report = experiment_report(settings, as_of=AS_OF)
     results = {e.experiment: e for e in report.experiments}

@@ -1,8 +1,11 @@
 """simulate -> features -> online read, as Prefect flows, on SQLite and on the real Redis."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import redis
 
@@ -13,7 +16,7 @@ from flows.featurestore.offline_table import partition_days, read_range
 from flows.featurestore.show_online import OnlineShowParams, read_online
 from flows.simulate import SimulateParams, WorldExistsError, simulate
 from flows.simulation.world import World
-from service.events.log import EventLog
+from service.events.lake import SCHEMAS, EventLake, open_lake
 from service.events.models import Feedback, Impression
 from service.settings import Settings
 from tests.conftest import WORLD_END, WORLD_END_TS, require_server
@@ -80,7 +83,7 @@ def test_events_to_online_store_end_to_end(store_settings):
     # A late event inside the overlap window reaches the online store on the next run.
     late_at = WORLD_END_TS - timedelta(hours=10)
     context = {"timestamp": late_at, "timezone": "UTC", "tasks": []}
-    EventLog(settings.events_dir).append(
+    open_lake(settings).append(
         [
             Impression(
                 event_id="late-1",
@@ -112,7 +115,7 @@ def test_simulate_resumes_after_a_crash_without_duplicates(tmp_path, monkeypatch
     settings = Settings(home=tmp_path / "home")
     params = SimulateParams(users=150, days=3, seed=4, end=WORLD_END)
     calls = {"n": 0}
-    original = EventLog.append
+    original = EventLake.append
 
     def crash_on_second_batch(self, events):
         calls["n"] += 1
@@ -120,14 +123,14 @@ def test_simulate_resumes_after_a_crash_without_duplicates(tmp_path, monkeypatch
             raise OSError("disk vanished")
         return original(self, events)
 
-    monkeypatch.setattr(EventLog, "append", crash_on_second_batch)
+    monkeypatch.setattr(EventLake, "append", crash_on_second_batch)
     with pytest.raises(OSError, match="disk vanished"):
         simulate(params, settings)
-    monkeypatch.setattr(EventLog, "append", original)
+    monkeypatch.setattr(EventLake, "append", original)
 
     report = simulate(params, settings)
     assert report.resumed_at_user == 100
-    stored = [r["event_id"] for r in EventLog(settings.events_dir).records()]
+    stored = [r["event_id"] for r in open_lake(settings).records()]
     world = World(users=150, days=3, seed=4, end=WORLD_END_TS)
     assert sorted(stored) == sorted(e.event_id for e in world.events())
 
@@ -135,10 +138,10 @@ def test_simulate_resumes_after_a_crash_without_duplicates(tmp_path, monkeypatch
 def test_simulate_refuses_to_mix_worlds_and_writes_nothing(tmp_path):
     settings = Settings(home=tmp_path / "home")
     simulate(SimulateParams(users=5, days=2, seed=1, end=WORLD_END), settings)
-    before = sorted(p.stat().st_size for p in settings.events_dir.rglob("*.jsonl"))
+    before = sorted(p.stat().st_size for p in settings.events_dir.rglob("*.parquet"))
     with pytest.raises(WorldExistsError, match="--reset"):
         simulate(SimulateParams(users=5, days=2, seed=2, end=WORLD_END), settings)
-    assert sorted(p.stat().st_size for p in settings.events_dir.rglob("*.jsonl")) == before
+    assert sorted(p.stat().st_size for p in settings.events_dir.rglob("*.parquet")) == before
     fresh = simulate(SimulateParams(users=5, days=2, seed=2, end=WORLD_END, reset=True), settings)
     assert fresh.resumed_at_user == 0
 
@@ -161,69 +164,38 @@ def test_days_to_compute_covers_complete_days_and_the_overlap():
     assert [d.day for d in days_to_compute(frames, existing, as_of, 1, True)] == [11, 12, 13, 14]
 
 
-# What writers before the input rules let into the log (a far-dated /feedback, a JetStream
-# event naming a zone directory), and what no writer should leave (JSON that is not an
-# event): each line is skipped and counted, and every flow that reads the log still runs.
-POISON = {
-    "2300-01-01": [
-        {
-            "type": "feedback",
-            "event_id": "far-future",
-            "user_id": "u000001",
-            "tip_id": "t",
-            "reaction": "accepted",
-            "prompt_version": "v1",
-            "timestamp": "2300-01-01T00:00:00+00:00",
-        },
-        {
-            "type": "decision",
-            "event_id": "far-decision",
-            "user_id": "u000001",
-            "timestamp": "2300-01-01T00:00:00+00:00",
-            "request_id": "r",
-            "tip_id": "t",
-            "experiment": "prompt-bandit",
-            "arm": "v1",
-            "propensity": 0.5,
-            "policy": "thompson",
-            "policy_version": "prompt-bandit:thompson:r0",
-            "outcome": "ok",
-            "latency_ms": 10.0,
-        },
+# What a lake can hold that no reader should take: rows a writer without the input rules
+# stored (a far-dated /feedback and decision, a time before datetime's UTC start), a file
+# that is not Parquet, a Parquet file cut short (a copy that stopped half way), and a file of
+# another schema. Each is skipped and counted, and every flow that reads the lake still runs.
+FAR = {
+    "feedback": [
+        {"event_id": "far-future", "timestamp": datetime(2300, 1, 1, tzinfo=UTC)},
+        {"event_id": "far-past", "timestamp": datetime(1, 1, 2, tzinfo=UTC)},
     ],
-    "0001-01-01": [
-        {
-            "type": "feedback",
-            "event_id": "far-past",
-            "user_id": "u000001",
-            "tip_id": "t",
-            "reaction": "dismissed",
-            "prompt_version": "v1",
-            "timestamp": "0001-01-01T00:00:00+00:00",
-        }
-    ],
-    (WORLD_END - timedelta(days=2)).isoformat(): [
-        {
-            "type": "task_created",
-            "event_id": "zone-directory",
-            "user_id": "u000001",
-            "timestamp": f"{WORLD_END - timedelta(days=2)}T10:00:00+00:00",
-            "task_id": "t-dir",
-            "title": "x",
-            "project": "p",
-            "priority": 1,
-            "due": None,
-            "timezone": "America",
-        },
-        [1, 2, 3],
-        "not an event",
-    ],
+    "decision": [{"event_id": "far-decision", "timestamp": datetime(2300, 1, 1, tzinfo=UTC)}],
 }
 
 
-def test_a_poisoned_log_is_read_around_by_every_flow(tmp_path, caplog):
-    import json
+def poison(lake: EventLake) -> None:
+    day = WORLD_END - timedelta(days=2)
+    template = {
+        "feedback": {"user_id": "u000001", "tip_id": "t", "reaction": "accepted"},
+        "decision": {"user_id": "u000001", "request_id": "r", "tip_id": "t", "arm": "v1"},
+    }
+    for kind, rows in FAR.items():
+        full = [template[kind] | {"type": kind} | row for row in rows]
+        table = pa.Table.from_pylist(full, schema=SCHEMAS[kind])
+        lake.write_file(kind, rows[0]["timestamp"].date(), table)
+    sample = lake.day_files("task_created", day)[0]
+    directory = Path(sample).parent
+    (directory / "0-not-parquet.parquet").write_bytes(b"not parquet at all")
+    data = Path(sample).read_bytes()
+    (directory / "1-cut-short.parquet").write_bytes(data[: len(data) // 2])
+    pq.write_table(pa.table({"event_id": ["x"]}), directory / "2-other-schema.parquet")
 
+
+def test_a_poisoned_lake_is_read_around_by_every_flow(tmp_path, caplog):
     from flows.bandit_update import bandit_update
     from flows.experiments.report import experiment_report
     from flows.featurestore.event_frames import load_event_frames
@@ -231,21 +203,15 @@ def test_a_poisoned_log_is_read_around_by_every_flow(tmp_path, caplog):
 
     settings = Settings(home=tmp_path / "home")
     simulate(SimulateParams(users=12, days=8, seed=3, end=WORLD_END), settings)
-    for day, lines in POISON.items():
-        partition = settings.events_dir / f"day={day}"
-        partition.mkdir(exist_ok=True)
-        with open(partition / "legacy-writer.jsonl", "a") as f:
-            f.writelines(json.dumps(line) + "\n" for line in lines)
-        with open(partition / "legacy-writer.jsonl", "ab") as f:
-            f.write(b'{"event_id": "torn", "ty')
+    poison(open_lake(settings, writer_id="legacy-writer"))
 
-    log = EventLog(settings.events_dir)
-    frames = load_event_frames(log)
-    assert log.skipped == {"invalid": 6, "unreadable": 3}
+    lake = open_lake(settings)
+    frames = load_event_frames(lake)
+    assert lake.skipped == {"out_of_range": 2, "unreadable": 3}
     assert frames.feedback["timestamp"].dt.year.max() == WORLD_END.year
     assert "skipped" in caplog.text
 
     assert features(FeaturesParams(as_of=READ_AT), settings).users == 12
-    assert not labelled_impressions(EventLog(settings.events_dir), READ_AT).empty
+    assert not labelled_impressions(open_lake(settings), READ_AT).empty
     assert bandit_update(settings).experiments
     assert experiment_report(settings, as_of=READ_AT).experiments

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from flows.experiments.ope import OpeParams, UnsupportedArms, evaluate_policy, off_policy_estimates
 from flows.simulation.world import PROMPT_EFFECT
-from service.events.log import EventLog
+from service.events.lake import EventLake, open_lake
 from service.events.models import Decision, Feedback
 from tipml.experiments_cli import experiments_app
 
@@ -109,7 +109,7 @@ def test_policy_option_validation_names_the_option():
 
 
 @pytest.fixture
-def uniform_log(settings) -> EventLog:
+def uniform_log(settings) -> EventLake:
     """900 decisions logged uniformly over the three arms, each with a reaction."""
     rng = np.random.default_rng(4)
     events: list[Decision | Feedback] = []
@@ -142,7 +142,7 @@ def uniform_log(settings) -> EventLog:
                 prompt_version=arm,
             ),
         ]
-    log = EventLog(settings.events_dir)
+    log = open_lake(settings)
     log.append(events)
     return log
 

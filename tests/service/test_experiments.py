@@ -15,7 +15,7 @@ from scipy.stats import chisquare
 from flows.bandit_update import bandit_update
 from flows.experiments.report import experiment_report
 from flows.simulation.world import PROMPT_EFFECT
-from service.events.log import EventLog
+from service.events.lake import open_lake
 from service.events.models import ATTRIBUTION_WINDOW, EVENT_ADAPTER, Decision, Feedback
 from service.experiments.assignment import arm_probabilities, decide, decision_event
 from service.experiments.bandit_state import (
@@ -376,7 +376,7 @@ def test_the_update_flow_counts_settled_decisions_once_and_pauses_a_breaching_ar
     events += [_decision(f"p{i}", "v3-few-shot", recent) for i in range(10)]
     late = old - timedelta(minutes=1)
     events += [_decision("late", "v3-few-shot", late), _feedback("late", "accepted", recent)]
-    EventLog(settings.events_dir).append(events)
+    open_lake(settings).append(events)
 
     report = {e.experiment: e for e in bandit_update(settings).experiments}[BANDIT.id]
     assert (report.counted, report.already_counted, report.pending) == (276, 0, 10)

@@ -13,7 +13,7 @@ from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.profile_features import PROFILE_FEATURES
 from flows.modeling.registration import read_card
 from service.api.request import RequestContext
-from service.events.log import EventLog
+from service.events.lake import open_lake
 from service.scoring.candidates import candidate_frame
 from service.scoring.feature_store import open_store
 from service.scoring.model_registry import load_scorer, version_by_alias
@@ -190,7 +190,7 @@ def test_feedback_is_appended_once(client, served_home):
         "status": "appended",
     }
     assert client.post("/feedback", json=event).json()["status"] == "duplicate"
-    stored = [r for r in EventLog(served_home.events_dir).records() if r["event_id"] == "fb-test-1"]
+    stored = [r for r in open_lake(served_home).records() if r["event_id"] == "fb-test-1"]
     assert len(stored) == 1 and stored[0]["reaction"] == "accepted"
     bad = client.post("/feedback", json=event | {"reaction": "loved"})
     assert bad.status_code == 400 and ["reaction"] in [d["loc"] for d in bad.json()["detail"]]
@@ -284,8 +284,7 @@ def test_generate_in_an_experiment_logs_each_decision_with_its_propensity(client
     assert 0 <= assignment_bucket(ab, "u000003") < 10_000
 
     decisions = {
-        r["tip_id"]: r
-        for r in EventLog(served_home.events_dir).records(types=frozenset({"decision"}))
+        r["tip_id"]: r for r in open_lake(served_home).records(types=frozenset({"decision"}))
     }
     logged = decisions[answer["tip_id"]]
     assert (logged["experiment"], logged["arm"], logged["outcome"]) == (

@@ -1,19 +1,17 @@
 """`bentoml serve` with failing dependencies: each one's fallback answers and is reported.
 
-The event log cannot be written (a file sits where today's partition directory goes: what a
-full or read-only disk looks like to the writer) and the bandit state lives in a Redis nobody
+The event lake cannot take feedback or decisions, and the bandit state lives in a Redis nobody
 listens on (redis-py alone retries with backoff for seconds before it gives up).
 """
 
 import shutil
 import socket
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from service.events.log import EventLog
+from service.events.lake import open_lake
 from service.settings import ENV_VARS, Settings
 from tests.service.test_service_hostile import FEEDBACK, GENERATE
 from tipml.serving import bentoml_serve
@@ -33,11 +31,11 @@ def broken_home(served_home, tmp_path_factory) -> Settings:
         home=tmp_path_factory.mktemp("broken"), mlflow_tracking_uri=served_home.tracking_uri
     )
     shutil.copytree(served_home.data_dir, home.data_dir)
-    shutil.rmtree(home.events_dir)
-    home.events_dir.mkdir()
-    today = datetime.now(UTC).date()
-    for day in (today - timedelta(days=1), today, today + timedelta(days=1)):
-        (home.events_dir / f"day={day.isoformat()}").write_text("not a directory")
+    # A file where the partitions of feedback and decisions go: what a full or read-only disk
+    # looks like to a writer.
+    for kind in ("feedback", "decision"):
+        shutil.rmtree(home.events_dir / f"type={kind}", ignore_errors=True)
+        (home.events_dir / f"type={kind}").write_text("not a directory")
     return home
 
 
@@ -76,4 +74,4 @@ def test_feedback_the_log_cannot_take_is_a_503_and_a_retry_is_safe(url, broken_h
     # Not remembered as seen: once the disk is back, the retry is appended, not a duplicate.
     again = httpx.post(f"{url}/feedback", json=FEEDBACK, timeout=10)
     assert again.status_code == 503
-    assert list(EventLog(broken_home.events_dir).records()) == []
+    assert FEEDBACK["event_id"] not in {r["event_id"] for r in open_lake(broken_home).records()}

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feature_repo.profile_features import PROFILE_FEATURES
-from service.events.log import EventLog
+from service.events.lake import open_lake
 from tests.feature_repo.test_bounds import FAR_TIMES, contexts
 from tests.service.test_service import CANDIDATES, CONTEXT
 
@@ -119,7 +119,7 @@ def test_feedback_that_would_poison_the_log_is_refused_and_not_stored(
     response = client.post("/feedback", json=event)
     assert response.status_code == status, response.text
     assert loc in locs(response)
-    log = EventLog(served_home.events_dir)
+    log = open_lake(served_home)
     assert event["event_id"] not in {r["event_id"] for r in log.records()}
     assert not log.skipped
 

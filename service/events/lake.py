@@ -1,0 +1,412 @@
+"""The event lake: every event as Parquet on a filesystem URL, local or S3, read by window.
+
+    <url>/type=<event type>/day=<UTC day>/<written ns>-<writer>-<random>.parquet
+
+One Arrow schema per event type, derived from the event's model (nested request contexts as
+structs, times as UTC microseconds). Its guarantees:
+
+- Write-once files with unique names, visible only when complete. A local file is written
+  under a dot-name that readers ignore, fsynced, then renamed into place (and the directory
+  fsynced); on S3 an object appears when its upload completes. A writer killed mid-batch
+  leaves nothing a reader sees, and an append that returned is durable.
+- The same event may be written more than once (a redelivered message, a re-run simulation):
+  readers keep the first copy of each event_id by write time, in the scan, never by a set of
+  ids kept in Python.
+- Reads name the event types and the UTC days they need: only those partitions are listed
+  and read, and only the columns asked for. A file that cannot be read, and a row outside the
+  plausible time range (feature_repo/bounds.py), are skipped and counted in `skipped`, so one
+  bad file can never stop a flow.
+
+The location is one setting, TIPML_EVENTS_URL: a path (the default, under the data dir) or
+s3://bucket/prefix, with the endpoint and credentials from the standard AWS variables (and
+AWS_ENDPOINT_URL for an S3-compatible server).
+"""
+
+import logging
+import os
+import socket
+import time
+import types
+import typing
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from pydantic import AwareDatetime, BaseModel
+
+from feature_repo.bounds import EARLIEST, LATEST
+from service.events.log import EventLog
+from service.events.models import EVENT_ADAPTER, EVENT_MODELS, Event
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+JSONL_DAY_PREFIX = "day="
+LEGACY_JSONL = f"{JSONL_DAY_PREFIX}*/*.jsonl"
+TYPE_PREFIX = "type="
+DAY_PREFIX = "day="
+SUFFIX = ".parquet"
+_NONE = type(None)
+
+
+def _arrow_type(annotation: Any) -> pa.DataType:
+    """The Arrow type of a model field's annotation: the event models' vocabulary only."""
+    origin = get_origin(annotation)
+    if origin is typing.Annotated:
+        return _arrow_type(get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not _NONE]
+        if all(_is_time(m) for m in members):
+            return pa.timestamp("us", tz="UTC")  # an all-day date is resolved to a time
+        [member] = members
+        return _arrow_type(member)
+    if origin is Literal:
+        values = get_args(annotation)
+        return pa.int64() if all(isinstance(v, int) for v in values) else pa.string()
+    if origin is list:
+        return pa.list_(_arrow_type(get_args(annotation)[0]))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return pa.struct(_fields(annotation))
+    if _is_time(annotation):
+        return pa.timestamp("us", tz="UTC")
+    simple = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+    return simple[annotation]
+
+
+def _is_time(annotation: Any) -> bool:
+    if get_origin(annotation) is typing.Annotated:
+        return _is_time(get_args(annotation)[0])
+    # pydantic's AwareDatetime is a marker class, not a datetime subclass
+    return annotation is AwareDatetime or (
+        isinstance(annotation, type) and issubclass(annotation, date)
+    )
+
+
+def _fields(model: type[BaseModel]) -> list[pa.Field]:
+    return [pa.field(name, _arrow_type(f.annotation)) for name, f in model.model_fields.items()]
+
+
+SCHEMAS: dict[str, pa.Schema] = {
+    kind: pa.schema(_fields(model)) for kind, model in EVENT_MODELS.items()
+}
+
+
+def _utc_day(stamp: datetime) -> date:
+    return stamp.astimezone(UTC).date()
+
+
+class _Storage:
+    """Where the files are: a local directory, or a bucket prefix through pyarrow's S3."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if "://" in url and not url.startswith("file://"):
+            filesystem, root = pafs.FileSystem.from_uri(url)
+            endpoint = os.environ.get("AWS_ENDPOINT_URL")
+            if isinstance(filesystem, pafs.S3FileSystem) and endpoint and "endpoint" not in url:
+                scheme, _, host = endpoint.partition("://")
+                filesystem = pafs.S3FileSystem(endpoint_override=host, scheme=scheme)
+            self.fs, self.root, self.local = filesystem, root.rstrip("/"), False
+        else:
+            path = Path(url.removeprefix("file://")).resolve()
+            self.fs, self.root, self.local = pafs.LocalFileSystem(), str(path), True
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def _listing(self, path: str) -> list[pafs.FileInfo]:
+        """What is in a directory; nothing when `path` is missing or not a directory (a stray
+        file where a partition should be is not the lake's, and must not stop a reader)."""
+        if self.fs.get_file_info(path).type != pafs.FileType.Directory:
+            return []
+        return self.fs.get_file_info(pafs.FileSelector(path))
+
+    def list_dirs(self, path: str, prefix: str) -> list[str]:
+        return sorted(
+            info.base_name.removeprefix(prefix)
+            for info in self._listing(path)
+            if info.type == pafs.FileType.Directory and info.base_name.startswith(prefix)
+        )
+
+    def list_files(self, path: str) -> list[str]:
+        return sorted(
+            info.path
+            for info in self._listing(path)
+            if info.type == pafs.FileType.File
+            and info.base_name.endswith(SUFFIX)
+            and not info.base_name.startswith((".", "_"))
+        )
+
+    def write_once(self, files: Sequence[tuple[str, str, bytes]]) -> None:
+        """Write (directory, name, data) files, each visible only whole, all durable on return.
+
+        Locally every file is written under a hidden name first, then all are fsynced, then
+        renamed, then each directory is fsynced once: one journal flush serves the batch.
+        """
+        if not self.local:
+            for directory, name, data in files:
+                self.fs.create_dir(directory, recursive=True)
+                with self.fs.open_output_stream(f"{directory}/{name}") as out:
+                    out.write(data)
+            return
+        staged = []
+        for directory, name, data in files:
+            folder = Path(directory)
+            folder.mkdir(parents=True, exist_ok=True)
+            hidden = folder / f".{name}.tmp"
+            with open(hidden, "wb") as f:
+                f.write(data)
+            staged.append((hidden, folder / name))
+        for hidden, _ in staged:
+            descriptor = os.open(hidden, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        for hidden, final in staged:
+            os.replace(hidden, final)
+        for folder in {final.parent for _, final in staged}:
+            descriptor = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)  # the renames survive a crash too
+            finally:
+                os.close(descriptor)
+
+    def delete(self, paths: Sequence[str]) -> None:
+        for path in paths:
+            self.fs.delete_file(path)
+
+    def delete_dir(self, path: str) -> None:
+        if self.fs.get_file_info(path).type == pafs.FileType.Directory:
+            self.fs.delete_dir(path)
+
+
+class EventLake:
+    def __init__(self, url: str | Path, writer_id: str | None = None) -> None:
+        self.storage = _Storage(str(url))
+        self.writer_id = writer_id or f"{socket.gethostname()}-{os.getpid()}"
+        # What reads through this lake have skipped, by why: "unreadable" files and
+        # "out_of_range" rows.
+        self.skipped: Counter[str] = Counter()
+
+    @property
+    def url(self) -> str:
+        return self.storage.url
+
+    # --- writing -------------------------------------------------------------------------
+
+    def append(self, events: Iterable[Event]) -> int:
+        """Write validated events: one new file per (type, UTC day) of the batch."""
+        groups: dict[tuple[str, date], list[dict]] = defaultdict(list)
+        for event in events:
+            groups[(event.type, _utc_day(event.timestamp))].append(event.model_dump())
+        self.storage.write_once(
+            [
+                self._file(kind, day, pa.Table.from_pylist(rows, schema=SCHEMAS[kind]))
+                for (kind, day), rows in sorted(groups.items())
+            ]
+        )
+        return sum(len(rows) for rows in groups.values())
+
+    def write_file(self, kind: str, day: date, table: pa.Table) -> str:
+        """One write-once file of `kind` on `day`; returns its path."""
+        directory, name, data = self._file(kind, day, table)
+        self.storage.write_once([(directory, name, data)])
+        return f"{directory}/{name}"
+
+    def _file(self, kind: str, day: date, table: pa.Table) -> tuple[str, str, bytes]:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        # Sortable by write time, so that "first copy" is the first written; unique by the
+        # random part whatever the clock does.
+        name = f"{time.time_ns():020d}-{self.writer_id}-{uuid.uuid4().hex[:12]}{SUFFIX}"
+        directory = self.storage.path(f"{TYPE_PREFIX}{kind}", f"{DAY_PREFIX}{day.isoformat()}")
+        return directory, name, sink.getvalue().to_pybytes()
+
+    # --- what is there ---------------------------------------------------------------------
+
+    def types(self) -> list[str]:
+        return [t for t in self.storage.list_dirs(self.storage.root, TYPE_PREFIX) if t in SCHEMAS]
+
+    def days(self, kind: str | None = None) -> list[date]:
+        kinds = [kind] if kind else self.types()
+        found = set()
+        for k in kinds:
+            directory = self.storage.path(f"{TYPE_PREFIX}{k}")
+            found.update(
+                date.fromisoformat(d) for d in self.storage.list_dirs(directory, DAY_PREFIX)
+            )
+        return sorted(found)
+
+    def clear(self) -> None:
+        """Delete every event: for replacing a world, never for a live lake."""
+        for kind in self.types():
+            self.storage.delete_dir(self.storage.path(f"{TYPE_PREFIX}{kind}"))
+
+    def is_empty(self) -> bool:
+        return not any(self.day_files(k, d) for k in self.types() for d in self.days(k))
+
+    def day_files(self, kind: str, day: date) -> list[str]:
+        directory = self.storage.path(f"{TYPE_PREFIX}{kind}", f"{DAY_PREFIX}{day.isoformat()}")
+        return self.storage.list_files(directory)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def read(
+        self,
+        kind: str,
+        start: date | None = None,
+        end: date | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """Events of one type on UTC days [start, end] (inclusive, either open), each
+        event_id's first copy, with `columns` (all when None; event_id always read)."""
+        skipped: Counter[str] = Counter()
+        schema = SCHEMAS[kind]
+        wanted = list(schema.names) if columns is None else list(dict.fromkeys(columns))
+        read_columns = list(dict.fromkeys(["event_id", "timestamp", *wanted]))
+        tables = []
+        for day in self.days(kind):
+            if (start and day < start) or (end and day > end):
+                continue
+            for path in self.day_files(kind, day):
+                try:
+                    tables.append(
+                        pq.read_table(path, columns=read_columns, filesystem=self.storage.fs)
+                    )
+                except (OSError, pa.ArrowException) as exc:
+                    skipped["unreadable"] += 1
+                    log.warning("%s: unreadable, skipped: %s", path, type(exc).__name__)
+        if not tables:
+            self._count(kind, skipped)
+            return schema.empty_table().select(wanted)
+        table = pa.concat_tables(tables, promote_options="default")
+        table = _first_copies(table)
+        in_range = pc.and_(
+            pc.greater_equal(table["timestamp"], pa.scalar(EARLIEST, pa.timestamp("us", "UTC"))),
+            pc.less(table["timestamp"], pa.scalar(LATEST, pa.timestamp("us", "UTC"))),
+        )
+        kept = table.filter(in_range)
+        if dropped := len(table) - len(kept):
+            skipped["out_of_range"] += dropped
+        self._count(kind, skipped)
+        return kept.select(wanted)
+
+    def _count(self, kind: str, skipped: Counter[str]) -> None:
+        if skipped:
+            log.warning("%s %s: skipped %s", self.url, kind, dict(skipped))
+            self.skipped += skipped
+
+    def compact(self, kind: str, day: date) -> tuple[int, int]:
+        """Rewrite one day's files of `kind` as one, each event_id once; (files, rows) read.
+
+        The new file is written before the old ones are deleted: a reader in between sees both
+        and keeps each event's first copy, which is the same event, so a day is never seen
+        half compacted, and a crash in between leaves a day a rerun compacts again. A file
+        that cannot be read is left where it is: compaction never deletes what it did not copy.
+        """
+        files = self.day_files(kind, day)
+        if len(files) < 2:
+            return len(files), 0
+        read, tables = [], []
+        for path in files:
+            try:
+                tables.append(pq.read_table(path, filesystem=self.storage.fs))
+            except (OSError, pa.ArrowException) as exc:
+                log.warning("%s: unreadable, left in place: %s", path, type(exc).__name__)
+                continue
+            read.append(path)
+        if len(read) < 2:
+            return len(read), 0
+        merged = _first_copies(pa.concat_tables(tables, promote_options="default"))
+        self.write_file(kind, day, merged)
+        self.storage.delete(read)
+        return len(read), len(merged)
+
+    def records(
+        self,
+        types: Iterable[str] | None = None,
+        start: date | None = None,
+        end: date | None = None,
+    ) -> Iterator[dict]:
+        """Events as the dicts their models dump (times as UTC datetimes), type by type."""
+        for kind in sorted(set(types) if types is not None else SCHEMAS):
+            yield from self.read(kind, start, end).to_pylist()
+
+    def events(
+        self, types: Iterable[str] | None = None, start: date | None = None, end: date | None = None
+    ) -> Iterator[Event]:
+        for record in self.records(types, start, end):
+            yield EVENT_ADAPTER.validate_python(record)
+
+
+def _first_copies(table: pa.Table) -> pa.Table:
+    """Each event_id's first row: the tables were concatenated in write order."""
+    if len(table) == 0:
+        return table
+    order = pa.array(range(len(table)), pa.int64())
+    firsts = (
+        pa.table({"event_id": table["event_id"], "_row": order})
+        .group_by("event_id", use_threads=False)
+        .aggregate([("_row", "min")])
+    )
+    rows = pc.sort_indices(firsts["_row_min"])
+    return table.take(pc.take(firsts["_row_min"], rows))
+
+
+class LegacyEventLog(RuntimeError):
+    """The events directory holds an event log of JSON lines, from before the lake."""
+
+
+def legacy_jsonl(settings: Settings) -> str | None:
+    """Why the home cannot be read as a lake, when its events are still JSON lines."""
+    if not any(settings.events_dir.glob(LEGACY_JSONL)):
+        return None
+    return (
+        f"{settings.events_dir} holds events as JSON lines (from before the event lake): run "
+        "`tipml events import-jsonl` to move them into the lake, or `tipml simulate --reset "
+        "...` to start a new world"
+    )
+
+
+def open_lake(settings: Settings, writer_id: str | None = None) -> EventLake:
+    """The settings' event lake. A home whose events are still JSON lines is refused, so that
+    no reader takes it for empty: `tipml events import-jsonl` moves them into the lake."""
+    if message := legacy_jsonl(settings):
+        raise LegacyEventLog(message)
+    return EventLake(settings.events_location, writer_id)
+
+
+def import_jsonl(settings: Settings, batch: int = 20_000) -> int:
+    """Move a home's JSON-lines event log into its lake; the events read, each once.
+
+    Each stored line is validated as any log reader validates it (a line that is not a valid
+    event is skipped and counted), appended in batches, and only then are the JSON-lines day
+    directories moved aside to `events-jsonl/` beside the data, so a crash part way leaves the
+    old log in place and a rerun appends again, which the lake's readers count once.
+    """
+    legacy = EventLog(settings.events_dir)
+    lake = EventLake(settings.events_location, writer_id="import-jsonl")
+    imported = 0
+    pending: list[Event] = []
+    for record in legacy.records():
+        pending.append(EVENT_ADAPTER.validate_python(record))
+        if len(pending) >= batch:
+            imported += lake.append(pending)
+            pending = []
+    imported += lake.append(pending)
+    if legacy.skipped:
+        log.warning("import-jsonl skipped %s", dict(legacy.skipped))
+    aside = settings.data_dir / "events-jsonl"
+    aside.mkdir(parents=True, exist_ok=True)
+    for day in settings.events_dir.glob(f"{JSONL_DAY_PREFIX}*"):
+        if day.is_dir() and any(day.glob("*.jsonl")):
+            day.rename(aside / day.name)
+    return imported

@@ -1,0 +1,214 @@
+"""The event lake on a local directory and on an S3 endpoint: what it keeps, what it skips,
+what a crash leaves, and what compaction does."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from flows.compaction import CompactionParams, compaction
+from flows.simulation.world import World
+from service.events.lake import EventLake, LegacyEventLog, open_lake
+from service.events.log import EventLog
+from service.events.models import Event, Feedback
+from service.settings import ENV_VARS, Settings
+from tests.conftest import WORLD_END, WORLD_END_TS
+from tipml.cli import app
+from tipml.serving import BIN, PROJECT_DIR
+
+
+@cache
+def world_events() -> tuple[Event, ...]:
+    """Every event type, over 10 days of 12 users."""
+    return tuple(World(users=12, days=10, seed=5, end=WORLD_END_TS).events())
+
+
+def feedback(event_id: str, day: date, reaction: str = "accepted") -> Feedback:
+    return Feedback(
+        event_id=event_id,
+        user_id="u1",
+        timestamp=datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=12),
+        tip_id="tip-1",
+        reaction=reaction,
+        prompt_version="v1",
+    )
+
+
+def stored_files(lake: EventLake) -> list[str]:
+    return [p for k in lake.types() for d in lake.days(k) for p in lake.day_files(k, d)]
+
+
+def test_every_event_reads_back_as_it_was_written(tmp_path):
+    lake = EventLake(tmp_path / "lake", writer_id="w1")
+    events = world_events()
+    assert lake.append(events) == len(events)
+    back = {e.event_id: e for e in lake.events()}
+    assert back == {e.event_id: e for e in events}
+    assert set(lake.types()) == {e.type for e in events}
+    assert not lake.skipped
+
+
+def test_each_event_is_read_once_as_first_written(tmp_path):
+    day = WORLD_END - timedelta(days=1)
+    first, second = EventLake(tmp_path, "w1"), EventLake(tmp_path, "w2")
+    first.append([feedback("a", day), feedback("b", day)])
+    second.append([feedback("a", day, "dismissed"), feedback("c", day)])
+    first.append([feedback("b", day, "ignored")])
+    read = {r["event_id"]: r["reaction"] for r in EventLake(tmp_path).records()}
+    assert read == {"a": "accepted", "b": "accepted", "c": "accepted"}
+
+
+def test_a_window_reads_only_its_days_and_columns(tmp_path):
+    lake = EventLake(tmp_path, "w1")
+    days = [WORLD_END - timedelta(days=i) for i in range(5)]
+    lake.append([feedback(f"f{i}", day) for i, day in enumerate(days)])
+    # A damaged file outside the window: a window that never opens it never counts it.
+    outside = lake.day_files("feedback", days[4])[0]
+    with open(outside, "r+b") as f:
+        f.truncate(10)
+    window = lake.read("feedback", start=days[2], end=days[0], columns=["reaction"])
+    assert window.column_names == ["reaction"] and len(window) == 3
+    assert not lake.skipped
+    assert len(lake.read("feedback")) == 4 and lake.skipped == {"unreadable": 1}
+
+
+WRITER = """
+import sys
+from datetime import UTC, datetime, timedelta
+from service.events.lake import EventLake
+from service.events.models import Feedback
+
+lake = EventLake(sys.argv[1], writer_id="crashing")
+start = datetime(2026, 11, 1, 12, tzinfo=UTC)
+for batch in range(100_000):
+    lake.append(
+        Feedback(
+            event_id=f"b{batch}-{i}", user_id="u1", tip_id=f"t{i}", reaction="accepted",
+            prompt_version="v1", timestamp=start + timedelta(days=i % 7),
+        )
+        for i in range(200)
+    )
+    print(batch, flush=True)
+"""
+
+
+@pytest.mark.integration
+def test_a_writer_killed_mid_batch_leaves_no_partial_file_and_loses_no_returned_append(
+    tmp_path,
+):
+    lake_dir = tmp_path / "lake"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(lake_dir)],
+        cwd=PROJECT_DIR,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    returned = []
+    while len(returned) < 5:
+        returned.append(int(writer.stdout.readline()))
+    time.sleep(0.05)  # somewhere inside a later batch
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(10)
+    returned += [int(line) for line in writer.stdout.read().split()]
+
+    lake = EventLake(lake_dir)
+    ids = {r["event_id"] for r in lake.records()}
+    assert not lake.skipped, "a reader saw a partial file"
+    for batch in returned:
+        assert {f"b{batch}-{i}" for i in range(200)} <= ids
+    for path in stored_files(lake):
+        pq.read_metadata(path)  # every visible file is whole
+    hidden = [p for p in lake_dir.rglob("*") if p.name.startswith(".")]
+    assert all(p.name.endswith(".tmp") for p in hidden)
+
+
+def test_compaction_leaves_one_file_per_closed_day_and_type_and_the_same_events(tmp_path):
+    settings = Settings(home=tmp_path / "home")
+    lake = open_lake(settings, writer_id="w1")
+    events = world_events()
+    for start in range(0, len(events), 97):  # many small batches, as the consumer writes
+        lake.append(events[start : start + 97])
+    lake.append(events[:300])  # a redelivered stretch
+    before = {r["event_id"]: r for r in lake.records()}
+
+    report = compaction(CompactionParams(closed_after_days=0), settings)
+    assert sum(t.days for t in report.types) > 0
+    after_lake = open_lake(settings)
+    assert {r["event_id"]: r for r in after_lake.records()} == before
+    closed = report.through
+    for kind in after_lake.types():
+        for day in after_lake.days(kind):
+            files = after_lake.day_files(kind, day)
+            if day <= closed:
+                assert len(files) == 1
+                assert pq.read_metadata(files[0]).num_rows == len(after_lake.read(kind, day, day))
+    again = compaction(CompactionParams(closed_after_days=0), settings)
+    assert sum(t.days for t in again.types) == 0
+
+
+def test_a_compaction_stopped_between_write_and_delete_reads_the_same(tmp_path, monkeypatch):
+    lake = EventLake(tmp_path, "w1")
+    day = WORLD_END - timedelta(days=3)
+    for i in range(4):
+        lake.append([feedback(f"f{i}", day), feedback("shared", day)])
+    before = sorted(r["event_id"] for r in lake.records())
+
+    def crash(paths):
+        raise OSError("the compactor died here")
+
+    monkeypatch.setattr(lake.storage, "delete", crash)
+    with pytest.raises(OSError, match="died"):
+        lake.compact("feedback", day)
+    assert len(lake.day_files("feedback", day)) == 5  # the four, and the compacted one
+    assert sorted(r["event_id"] for r in EventLake(tmp_path).records()) == before
+    monkeypatch.undo()
+    assert EventLake(tmp_path).compact("feedback", day) == (5, 5)
+    assert sorted(r["event_id"] for r in EventLake(tmp_path).records()) == before
+
+
+def test_the_lake_on_s3_keeps_reads_and_compacts_the_same(s3_endpoint):
+    lake = EventLake("s3://lake/events", writer_id="w1")
+    lake.clear()
+    events = world_events()
+    lake.append(events)
+    lake.append(events[:50])
+    assert {e.event_id: e for e in lake.events()} == {e.event_id: e for e in events}
+    kind, day = "impression", lake.days("impression")[0]
+    lake.append([e for e in events if e.type == kind and e.timestamp.date() == day][:3])
+    files, rows = lake.compact(kind, day)
+    assert files >= 2 and len(lake.day_files(kind, day)) == 1
+    assert rows == len(lake.read(kind, day, day))
+    lake.clear()
+    assert lake.is_empty()
+
+
+@pytest.mark.integration
+def test_a_json_lines_home_is_refused_until_imported(tmp_path):
+    settings = Settings(home=tmp_path / "home")
+    events = world_events()
+    EventLog(settings.events_dir, writer_id="old").append(events)
+    with pytest.raises(LegacyEventLog, match="import-jsonl"):
+        open_lake(settings)
+
+    env = {ENV_VARS["home"]: str(settings.home)}
+    refused = subprocess.run(
+        [str(BIN / "tipml"), "features", "run"],
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1 and "import-jsonl" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    imported = CliRunner().invoke(app, ["events", "import-jsonl"], env=env)
+    assert imported.exit_code == 0, imported.output
+    assert f"imported {len(events)} events" in imported.output
+    assert {e.event_id: e for e in open_lake(settings).events()} == {e.event_id: e for e in events}
+    assert not any(settings.events_dir.glob("day=*"))
