@@ -1,22 +1,20 @@
-"""Prefect flow `features`: event log -> daily profiles -> offline table -> online store.
+"""Prefect flow `features`: event lake -> daily profiles -> offline table -> online store.
 
-Each run recomputes the days since the last computed day, plus `overlap_days` before it, so
-late events are picked up; rewriting a day replaces its file, so reruns are idempotent.
+Each run computes the days since the last computed day, plus `overlap_days` before it, so
+late events are picked up, from the state kept at its first day: it reads only those days'
+events (flows/featurestore/profile_update.py). Rewriting a day replaces its file, so reruns
+are idempotent; `full` recomputes every day from all events.
 """
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from feature_repo.bounds import UtcDatetime
-from feature_repo.profile_transforms import EventFrames, compute_daily_profiles
-from flows.featurestore.event_frames import load_event_frames
 from flows.featurestore.materialize import MaterializeReport, materialize_profiles
-from flows.featurestore.offline_table import partition_days, write_partitions
-from service.events.lake import open_lake
+from flows.featurestore.profile_update import ProfileUpdate, update_profiles
 from service.scoring.feature_store import apply_definitions, open_store
 from service.settings import Settings
 
@@ -36,41 +34,13 @@ class FeaturesParams(BaseModel):
 
 
 class FeaturesReport(BaseModel):
-    users: int
-    days_computed: list[date]
-    rows_written: int
+    profiles: ProfileUpdate
     materialized: MaterializeReport
 
 
-def days_to_compute(
-    frames: EventFrames, existing: list[date], as_of: datetime, overlap_days: int, full: bool
-) -> list[date]:
-    """As-of days (UTC midnights) whose whole preceding day has passed by `as_of`."""
-    stamps = pd.concat(
-        [frames.tasks["created"], frames.impressions["timestamp"], frames.feedback["timestamp"]]
-    )
-    if stamps.empty:
-        return []
-    first = stamps.min().date() + timedelta(days=1)
-    last = as_of.astimezone(UTC).date()
-    if existing and not full:
-        first = max(first, existing[-1] - timedelta(days=overlap_days))
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
-
-
 @task(cache_policy=NO_CACHE)
-def load_events(settings: Settings) -> EventFrames:
-    return load_event_frames(open_lake(settings))
-
-
-@task(cache_policy=NO_CACHE)
-def compute_profiles(frames: EventFrames, days: list[date]) -> pd.DataFrame:
-    return compute_daily_profiles(frames, days)
-
-
-@task(cache_policy=NO_CACHE)
-def write_offline(settings: Settings, profiles: pd.DataFrame) -> list[date]:
-    return write_partitions(settings, profiles) if len(profiles) else []
+def compute_profiles(settings: Settings, params: FeaturesParams, as_of: datetime) -> ProfileUpdate:
+    return update_profiles(settings, as_of, params.overlap_days, params.full)
 
 
 @task(cache_policy=NO_CACHE)
@@ -101,13 +71,14 @@ def features(
     logger = get_run_logger()
     as_of = params.as_of or datetime.now(UTC)
 
-    frames = load_events(settings)
-    days = days_to_compute(
-        frames, partition_days(settings), as_of, params.overlap_days, params.full
+    update = compute_profiles(settings, params, as_of)
+    logger.info(
+        "%s run (%s): %d as-of days from %d events",
+        update.mode,
+        update.reason,
+        len(update.days_computed),
+        update.events_read,
     )
-    logger.info("computing %d as-of days", len(days))
-    profiles = compute_profiles(frames, days)
-    written = write_offline(settings, profiles)
     report = materialize(settings, params, as_of)
     logger.info(
         "materialized %d users as of %s (window %s .. %s)",
@@ -116,12 +87,7 @@ def features(
         report.start.isoformat(),
         report.end.isoformat(),
     )
-    return FeaturesReport(
-        users=int(profiles["user_id"].nunique()),
-        days_computed=written,
-        rows_written=len(profiles),
-        materialized=report,
-    )
+    return FeaturesReport(profiles=update, materialized=report)
 
 
 if __name__ == "__main__":

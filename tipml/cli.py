@@ -87,9 +87,10 @@ def features_run(
         FeaturesParams, as_of=as_of, overlap_days=overlap_days, chunk_size=chunk_size, full=full
     )
     report = features_flow(params, settings_of(ctx))
-    done = report.materialized
+    done, update = report.materialized, report.profiles
     console.print(
-        f"{report.rows_written} profile rows for {len(report.days_computed)} days; "
+        f"{update.mode} run ({update.reason}): {update.rows_written} profile rows for "
+        f"{len(update.days_computed)} days from {update.events_read} events; "
         f"{done.users} users materialized up to {done.end:%Y-%m-%d %H:%M}"
     )
 
@@ -225,7 +226,7 @@ def demo(
     result = demo_flow(params, settings_of(ctx))
     console.print(
         f"world: {result.simulated.users} users, {result.simulated.events} events; "
-        f"features: {result.features.rows_written} rows, "
+        f"features: {result.features.profiles.rows_written} rows, "
         f"{result.features.materialized.users} users online"
     )
     print_reads(result.reads)

@@ -19,11 +19,7 @@ def load_event_frames(
         .to_pandas()
         .rename(columns={"timestamp": "created"})
     )
-    # A task completed twice (reopened, then done again) counts from its first completion.
     completions = lake.read("task_completed", start, end, ["task_id", "timestamp"]).to_pandas()
-    first_done = completions.groupby("task_id")["timestamp"].min()
-    tasks["completed"] = tasks["task_id"].map(first_done).astype(tasks["created"].dtype)
-
     shown = lake.read(
         "impression", start, end, ["user_id", "tip_id", "timestamp", "category", "context"]
     )
@@ -32,5 +28,8 @@ def load_event_frames(
     )
     feedback = lake.read("feedback", start, end, ["user_id", "tip_id", "timestamp", "reaction"])
     return EventFrames(
-        tasks=tasks, impressions=impressions.to_pandas(), feedback=feedback.to_pandas()
+        tasks=tasks,
+        completions=completions,
+        impressions=impressions.to_pandas(),
+        feedback=feedback.to_pandas(),
     )

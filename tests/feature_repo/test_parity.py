@@ -19,10 +19,11 @@ from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.feature_services import tip_scorer_v1
 from feature_repo.freshness import resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
-from feature_repo.profile_transforms import compute_daily_profiles
+from feature_repo.profile_transforms import DAY, compute_daily_profiles
 from flows.featurestore.event_frames import load_event_frames
 from flows.featurestore.materialize import materialize_profiles
-from flows.featurestore.offline_table import write_partitions
+from flows.featurestore.offline_table import read_range, write_partitions
+from flows.featurestore.profile_update import update_profiles
 from flows.simulation.world import World
 from service.api.request import RequestContext, Task
 from service.events.lake import open_lake
@@ -47,14 +48,23 @@ def random_context(rng: np.random.Generator, at: pd.Timestamp) -> RequestContext
 
 @pytest.fixture(scope="module")
 def world_store(tmp_path_factory):
+    """The world's offline table built as production builds it: one full run, then a daily
+    run per day from the state the last one kept; it must equal a full recompute exactly."""
     from service.settings import Settings
 
     settings = Settings(home=tmp_path_factory.mktemp("parity"))
     world = World(users=60, days=21, seed=11, end=WORLD_END_TS)
     open_lake(settings).append(world.events())
-    frames = load_event_frames(open_lake(settings))
     days = [(world.start + timedelta(days=i)).date() for i in range(1, 22)]
-    write_partitions(settings, compute_daily_profiles(frames, days))
+    noon = [pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=12) for day in days]
+    assert update_profiles(settings, noon[13]).mode == "full"
+    for at in noon[14:]:
+        assert update_profiles(settings, at).mode == "incremental"
+    full = Settings(home=tmp_path_factory.mktemp("parity-full"))
+    write_partitions(full, compute_daily_profiles(load_event_frames(open_lake(settings)), days))
+    pd.testing.assert_frame_equal(
+        read_range(settings, noon[0] - DAY, noon[-1]), read_range(full, noon[0] - DAY, noon[-1])
+    )
     store = open_store(settings)
     apply_definitions(store)
     return settings, store, world

@@ -1,13 +1,23 @@
 """Daily profile transformation on a hand-built history with known answers."""
 
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
+from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
-from feature_repo.profile_transforms import EventFrames, compute_daily_profiles
+from feature_repo.profile_transforms import (
+    TIMESTAMP,
+    WINDOW_DAYS,
+    EventFrames,
+    ProfileStart,
+    compute_daily_profiles,
+    run_profiles,
+)
 
 D10, D11 = date(2026, 11, 10), date(2026, 11, 11)
 
@@ -39,6 +49,9 @@ def frames(extra_impressions: list[dict] | None = None) -> EventFrames:
         ],
         columns=["user_id", "task_id", "created", "due", "completed", "timezone"],
     )
+    completions = (
+        tasks[["task_id", "completed"]].dropna().rename(columns={"completed": "timestamp"})
+    )
     impressions = pd.DataFrame(
         [
             ("a", "i1", ts("2026-11-09 21:00"), "focus", "UTC"),
@@ -56,7 +69,12 @@ def frames(extra_impressions: list[dict] | None = None) -> EventFrames:
         ],
         columns=["user_id", "tip_id", "timestamp", "reaction"],
     )
-    return EventFrames(tasks=tasks, impressions=impressions, feedback=feedback)
+    return EventFrames(
+        tasks=tasks.drop(columns="completed"),
+        completions=completions,
+        impressions=impressions,
+        feedback=feedback,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +151,121 @@ def test_future_events_never_change_a_row():
 def test_no_events_or_days_give_an_empty_table():
     empty = EventFrames(
         tasks=frames().tasks.iloc[:0],
+        completions=frames().completions.iloc[:0],
         impressions=frames().impressions.iloc[:0],
         feedback=frames().feedback.iloc[:0],
     )
     assert compute_daily_profiles(empty, [D10]).empty
     assert compute_daily_profiles(frames(), []).empty
+
+
+# --- the daily run equals the full recompute -------------------------------------------------
+
+ORIGIN = pd.Timestamp("2026-11-01", tz="UTC")
+HOURS = 24 * 10
+ZONES = ["UTC", "Asia/Tokyo", "America/Los_Angeles"]
+USERS = st.sampled_from(["a", "b", "c"])
+
+
+def _at(hour: int) -> pd.Timestamp:
+    return ORIGIN + pd.Timedelta(hours=hour)
+
+
+@st.composite
+def histories(draw) -> EventFrames:
+    """Ten days of any events, including the awkward ones: completions stamped before their
+    task, tasks completed twice or due before they were created, reactions to unknown tips,
+    before their tip or days after it."""
+    tasks, completions = [], []
+    for i in range(draw(st.integers(0, 14))):
+        created = draw(st.integers(0, HOURS))
+        due = draw(st.none() | st.integers(created - 100, HOURS + 100))
+        tasks.append(
+            (
+                draw(USERS),
+                f"t{i}",
+                _at(created),
+                _at(due) if due is not None else pd.NaT,
+                draw(st.sampled_from(ZONES)),
+            )
+        )
+        for _ in range(draw(st.integers(0, 2))):
+            completions.append((f"t{i}", _at(created + draw(st.integers(-30, 120)))))
+    impressions, feedback = [], []
+    for i in range(draw(st.integers(0, 30))):
+        shown = draw(st.integers(0, HOURS))
+        impressions.append(
+            (
+                draw(USERS),
+                f"i{i}",
+                _at(shown),
+                draw(st.sampled_from(TIP_CATEGORIES)),
+                draw(st.sampled_from(ZONES)),
+            )
+        )
+        for _ in range(draw(st.integers(0, 2))):
+            reaction = draw(st.sampled_from(["accepted", "dismissed", "ignored"]))
+            tip = draw(st.sampled_from([f"i{i}", "unknown"]))
+            feedback.append(
+                (impressions[-1][0], tip, _at(shown + draw(st.integers(-2, 40))), reaction)
+            )
+
+    return _typed(tasks, completions, impressions, feedback)
+
+
+def _frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
+    typed = pd.DataFrame(rows, columns=columns)
+    for column in {"created", "due", "timestamp"} & set(columns):
+        typed[column] = pd.to_datetime(typed[column], utc=True)
+    return typed
+
+
+def _typed(tasks, completions, impressions, feedback) -> EventFrames:
+    return EventFrames(
+        tasks=_frame(tasks, ["user_id", "task_id", "created", "due", "timezone"]),
+        completions=_frame(completions, ["task_id", "timestamp"]),
+        impressions=_frame(impressions, ["user_id", "tip_id", "timestamp", "category", "timezone"]),
+        feedback=_frame(feedback, ["user_id", "tip_id", "timestamp", "reaction"]),
+    )
+
+
+# Across the split: a tip shown before midnight and accepted after it, and a task overdue
+# before it and completed after it.
+ACROSS_THE_SPLIT = _typed(
+    [("a", "t0", _at(30), _at(40), "UTC")],
+    [("t0", _at(100))],
+    [("a", "i0", _at(71), "focus", "Asia/Tokyo")],
+    [("a", "i0", _at(73), "accepted")],
+)
+
+
+def _from_day(events: EventFrames, day: date) -> EventFrames:
+    """What a lake read from `day` on gives: the events of day partitions >= day."""
+    since = pd.Timestamp(day, tz="UTC")
+    return EventFrames(
+        tasks=events.tasks[events.tasks["created"] >= since],
+        completions=events.completions[events.completions["timestamp"] >= since],
+        impressions=events.impressions[events.impressions["timestamp"] >= since],
+        feedback=events.feedback[events.feedback["timestamp"] >= since],
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=histories(), split=st.integers(1, 10))
+@example(events=ACROSS_THE_SPLIT, split=2)
+def test_a_daily_run_from_a_kept_state_equals_the_full_recompute(events, split):
+    days = [(ORIGIN + pd.Timedelta(days=k)).date() for k in range(1, 12)]
+    full = compute_daily_profiles(events, days)
+    first = days[split]
+    before = run_profiles(events, days[: split + 1], keep_states=[first])
+    history = before.aggregates[
+        (before.aggregates["day"] >= first - timedelta(days=WINDOW_DAYS))
+        & (before.aggregates["day"] < first)
+    ]
+    daily = run_profiles(
+        _from_day(events, first - timedelta(days=1)),
+        days[split:],
+        ProfileStart(before.states[first], history),
+    )
+    expected = full[full[TIMESTAMP] >= pd.Timestamp(first, tz="UTC")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(daily.profiles, expected)

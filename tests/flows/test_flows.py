@@ -11,7 +11,7 @@ import redis
 
 from feature_repo.freshness import resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
-from flows.features import FeaturesParams, days_to_compute, features
+from flows.features import FeaturesParams, features
 from flows.featurestore.offline_table import partition_days, read_range
 from flows.featurestore.show_online import OnlineShowParams, read_online
 from flows.simulate import SimulateParams, WorldExistsError, simulate
@@ -62,7 +62,7 @@ def test_events_to_online_store_end_to_end(store_settings):
     assert sim.events > 1000
 
     report = features(FeaturesParams(as_of=READ_AT), settings)
-    assert report.users == 24
+    assert report.profiles.users == 24
     assert report.materialized.users == 24
     assert partition_days(settings)[-1] == WORLD_END
 
@@ -74,7 +74,8 @@ def test_events_to_online_store_end_to_end(store_settings):
     # A rerun changes nothing.
     tables = read_range(settings, WORLD_END_TS - timedelta(days=30), READ_AT)
     again = features(FeaturesParams(as_of=READ_AT), settings)
-    assert again.days_computed[0] == WORLD_END - timedelta(days=2)
+    assert again.profiles.mode == "incremental"
+    assert again.profiles.days_computed[0] == WORLD_END - timedelta(days=2)
     pd.testing.assert_frame_equal(
         read_range(settings, WORLD_END_TS - timedelta(days=30), READ_AT), tables
     )
@@ -146,24 +147,6 @@ def test_simulate_refuses_to_mix_worlds_and_writes_nothing(tmp_path):
     assert fresh.resumed_at_user == 0
 
 
-def test_days_to_compute_covers_complete_days_and_the_overlap():
-    from feature_repo.profile_transforms import EventFrames
-
-    stamps = pd.Series(pd.to_datetime(["2026-11-10 05:00", "2026-11-12 23:00"], utc=True))
-    frames = EventFrames(
-        tasks=pd.DataFrame({"created": stamps}),
-        impressions=pd.DataFrame({"timestamp": stamps.iloc[:0]}),
-        feedback=pd.DataFrame({"timestamp": stamps.iloc[:0]}),
-    )
-    as_of = WORLD_END_TS.replace(year=2026, month=11, day=14, hour=6)
-    days = days_to_compute(frames, [], as_of, overlap_days=2, full=False)
-    assert [d.day for d in days] == [11, 12, 13, 14]
-    existing = [d for d in days if d.day <= 13]
-    assert [d.day for d in days_to_compute(frames, existing, as_of, 2, False)] == [11, 12, 13, 14]
-    assert [d.day for d in days_to_compute(frames, existing, as_of, 1, False)] == [12, 13, 14]
-    assert [d.day for d in days_to_compute(frames, existing, as_of, 1, True)] == [11, 12, 13, 14]
-
-
 # What a lake can hold that no reader should take: rows a writer without the input rules
 # stored (a far-dated /feedback and decision, a time before datetime's UTC start), a file
 # that is not Parquet, a Parquet file cut short (a copy that stopped half way), and a file of
@@ -211,7 +194,7 @@ def test_a_poisoned_lake_is_read_around_by_every_flow(tmp_path, caplog):
     assert frames.feedback["timestamp"].dt.year.max() == WORLD_END.year
     assert "skipped" in caplog.text
 
-    assert features(FeaturesParams(as_of=READ_AT), settings).users == 12
+    assert features(FeaturesParams(as_of=READ_AT), settings).profiles.users == 12
     assert not labelled_impressions(open_lake(settings), READ_AT).empty
     assert bandit_update(settings).experiments
     assert experiment_report(settings, as_of=READ_AT).experiments

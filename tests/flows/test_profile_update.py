@@ -1,0 +1,110 @@
+"""The features flow's daily run against a full recompute, on a simulated world in a real lake."""
+
+import shutil
+from datetime import UTC, date, datetime, time, timedelta
+
+import pandas as pd
+import pytest
+
+from flows.featurestore.offline_table import read_range
+from flows.featurestore.profile_update import state_days, state_root, update_profiles
+from flows.simulate import SimulateParams, simulate
+from service.events.lake import open_lake
+from service.events.models import Feedback, TaskCompleted
+from service.settings import Settings
+from tests.conftest import WORLD_END
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+START = WORLD_END - timedelta(days=4)
+
+
+def at(day: date) -> datetime:
+    return datetime.combine(day, time(6), UTC)
+
+
+def table(settings: Settings) -> pd.DataFrame:
+    return read_range(settings, at(WORLD_END - timedelta(days=60)), at(WORLD_END))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Settings:
+    settings = Settings(home=tmp_path_factory.mktemp("world"))
+    simulate(SimulateParams(users=40, days=21, seed=17, end=WORLD_END), settings)
+    return settings
+
+
+@pytest.fixture
+def home(world, tmp_path) -> Settings:
+    """A copy of the world's home, so each test starts with no profiles."""
+    shutil.copytree(world.home, tmp_path / "home")
+    return Settings(home=tmp_path / "home")
+
+
+def full_table(settings: Settings, tmp_path) -> pd.DataFrame:
+    """The profile table a full recompute writes, in a home of its own."""
+    other = Settings(home=tmp_path / "full")
+    shutil.copytree(settings.home, other.home)
+    shutil.rmtree(other.home / "data" / "offline", ignore_errors=True)
+    assert update_profiles(other, at(WORLD_END), full=True).mode == "full"
+    return table(other)
+
+
+def test_daily_runs_write_exactly_what_a_full_recompute_writes(home, tmp_path):
+    first = update_profiles(home, at(START))
+    assert (first.mode, first.reason) == ("full", "no profiles yet")
+    for day in (START + timedelta(days=i) for i in range(1, 5)):
+        daily = update_profiles(home, at(day))
+        assert daily.mode == "incremental"
+        assert daily.days_computed == [day - timedelta(days=k) for k in (3, 2, 1, 0)]
+        # The new day and the overlap read four days of events, not the 21 of the world.
+        assert daily.events_read < first.events_read / 3
+    pd.testing.assert_frame_equal(table(home), full_table(home, tmp_path))
+    assert state_days(home) == [WORLD_END - timedelta(days=k) for k in (2, 1, 0)]
+
+
+def test_late_events_inside_the_overlap_count_as_in_a_full_recompute(home, tmp_path):
+    update_profiles(home, at(WORLD_END - timedelta(days=1)), full=True)
+    late_day = WORLD_END - timedelta(days=2)
+    lake = open_lake(home)
+    shown = lake.read("impression", late_day, late_day).to_pylist()[:5]
+    tasks = lake.read("task_created", late_day, late_day).to_pylist()[:5]
+    late = [
+        Feedback(
+            event_id=f"late-feedback-{i}",
+            user_id=row["user_id"],
+            tip_id=row["tip_id"],
+            reaction="accepted",
+            prompt_version=row["prompt_version"],
+            timestamp=row["timestamp"] + timedelta(minutes=3),
+        )
+        for i, row in enumerate(shown)
+    ] + [
+        TaskCompleted(
+            event_id=f"late-completion-{i}",
+            user_id=row["user_id"],
+            task_id=row["task_id"],
+            timezone=row["timezone"],
+            timestamp=row["timestamp"] + timedelta(minutes=30),
+        )
+        for i, row in enumerate(tasks)
+    ]
+    before = table(home)
+    lake.append(late)
+    daily = update_profiles(home, at(WORLD_END))
+    assert daily.mode == "incremental"
+    after = table(home)
+    assert not after.equals(before)
+    pd.testing.assert_frame_equal(after, full_table(home, tmp_path))
+
+
+def test_a_run_without_its_start_state_recomputes_in_full(home, tmp_path):
+    update_profiles(home, at(WORLD_END - timedelta(days=1)))
+    kept = update_profiles(home, at(WORLD_END), overlap_days=1)
+    assert kept.mode == "incremental"
+    wider = update_profiles(home, at(WORLD_END), overlap_days=5)
+    assert wider.mode == "full"
+    assert wider.reason == f"no kept state at {WORLD_END - timedelta(days=5)}"
+    shutil.rmtree(state_root(home))
+    assert update_profiles(home, at(WORLD_END)).mode == "full"
+    pd.testing.assert_frame_equal(table(home), full_table(home, tmp_path))
