@@ -11,12 +11,13 @@ register a second version.
 """
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Self
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from feature_repo.bounds import UtcDatetime
 from feature_repo.feature_services import tip_scorer_v1
@@ -44,8 +45,20 @@ class TrainParams(BaseModel):
     validation_days: int = Field(
         default=7, ge=1, le=60, description="Whole UTC days before as_of's day that validate."
     )
+    history_days: int = Field(
+        default=90,
+        ge=2,
+        le=3650,
+        description="Whole UTC days before as_of's day whose impressions the run reads.",
+    )
     min_rows: int = Field(default=1000, ge=10, description="Per split, or the run fails.")
     feature_service: str = Field(default=tip_scorer_v1.name, min_length=1)
+
+    @model_validator(mode="after")
+    def _history_covers_validation(self) -> Self:
+        if self.history_days <= self.validation_days:
+            raise ValueError("history_days must be more than validation_days, to leave training")
+        return self
 
 
 class TrainReport(BaseModel):
@@ -59,7 +72,8 @@ class TrainReport(BaseModel):
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
 def build(settings: Settings, params: TrainParams, as_of: datetime) -> pd.DataFrame:
-    impressions = labelled_impressions(open_lake(settings), as_of)
+    start = as_of.astimezone(UTC).date() - timedelta(days=params.history_days)
+    impressions = labelled_impressions(open_lake(settings), as_of, start)
     return build_training_set(open_store(settings), settings, impressions, params.feature_service)
 
 

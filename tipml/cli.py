@@ -155,6 +155,9 @@ def train(
         str | None, typer.Option(help="Train on what was known at this ISO time (default: now).")
     ] = None,
     validation_days: Annotated[int, typer.Option(help="Latest days held out.")] = 7,
+    history_days: Annotated[
+        int, typer.Option(help="Days of impressions read (training and validation).")
+    ] = 90,
     min_rows: Annotated[int, typer.Option(help="Minimum impressions per split.")] = 1000,
 ) -> None:
     """Run the `training` flow: train, evaluate and register tip-scorer@challenger."""
@@ -162,7 +165,13 @@ def train(
     from flows.training import TrainParams
     from flows.training import training as training_flow
 
-    params = validated(TrainParams, as_of=as_of, validation_days=validation_days, min_rows=min_rows)
+    params = validated(
+        TrainParams,
+        as_of=as_of,
+        validation_days=validation_days,
+        history_days=history_days,
+        min_rows=min_rows,
+    )
     try:
         report = training_flow(params, settings_of(ctx))
     except NotEnoughData as exc:

@@ -1,6 +1,7 @@
 """`tipml experiments`: the prompt-experiment report, and off-policy evaluation of a candidate
 policy on the decision log before it is switched on."""
 
+from datetime import date
 from typing import Annotated
 
 import typer
@@ -21,6 +22,10 @@ AsOfOption = Annotated[
     str | None,
     typer.Option(help="ISO 8601 time to report as of; naive means UTC (default: now)."),
 ]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(help="Read the decision log from this UTC day, YYYY-MM-DD (default: all)."),
+]
 
 
 class ReportOptions(BaseModel):
@@ -28,6 +33,7 @@ class ReportOptions(BaseModel):
 
     as_of: UtcDatetime | None = None
     experiment: Id | None = None
+    since: date | None = None
 
 
 def _policy_pairs(text: str) -> dict[str, str]:
@@ -51,6 +57,7 @@ def report_command(
     experiment: Annotated[
         str | None, typer.Option(help="Only this experiment id (default: every one logged).")
     ] = None,
+    since: SinceOption = None,
 ) -> None:
     """Per experiment and arm: accept rates, sequential tests vs control, SRM, guardrails.
 
@@ -60,10 +67,13 @@ def report_command(
     from flows.experiments.report import experiment_report
     from flows.experiments.rewards import ExperimentNotLogged
 
-    options = validated(ReportOptions, as_of=as_of, experiment=experiment)
+    options = validated(ReportOptions, as_of=as_of, experiment=experiment, since=since)
     try:
         report = experiment_report(
-            settings_of(ctx), as_of=options.as_of, experiment=options.experiment
+            settings_of(ctx),
+            as_of=options.as_of,
+            experiment=options.experiment,
+            since=options.since,
         )
     except ExperimentNotLogged as exc:
         fail(f"--experiment: {exc}")
@@ -79,15 +89,18 @@ def ope_command(
         typer.Option(help=f"Candidate as arm=probability pairs, e.g. '{_EXAMPLE_POLICY}'."),
     ],
     as_of: AsOfOption = None,
+    since: SinceOption = None,
 ) -> None:
     """Estimate a candidate policy's accept rate from the decisions another policy logged."""
     from flows.experiments.ope import OpeParams, UnknownArms, UnsupportedArms, evaluate_policy
     from flows.experiments.rewards import ExperimentNotLogged
 
-    options = validated(OpeParams, experiment=experiment, policy=_policy_pairs(policy), as_of=as_of)
+    options = validated(
+        OpeParams, experiment=experiment, policy=_policy_pairs(policy), as_of=as_of, since=since
+    )
     try:
         report = evaluate_policy(
-            settings_of(ctx), options.experiment, options.policy, options.as_of
+            settings_of(ctx), options.experiment, options.policy, options.as_of, options.since
         )
     except ExperimentNotLogged as exc:
         fail(f"--experiment: {exc}")

@@ -17,7 +17,7 @@ callable giving that mapping per decision row, so a contextual bandit plugs in u
 
 import math
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import numpy as np
@@ -61,6 +61,7 @@ class OpeParams(BaseModel):
     experiment: Id
     policy: Probabilities
     as_of: UtcDatetime | None = None
+    since: date | None = Field(default=None, description="Read decisions from this UTC day.")
 
 
 class UnknownArms(ValueError):
@@ -239,12 +240,14 @@ def evaluate_policy(
     experiment: str,
     target: TargetPolicy,
     as_of: datetime | None = None,
+    since: date | None = None,
     *,
     level: float = LEVEL,
 ) -> OpeReport:
-    """Off-policy estimates for `target` on one experiment's decision log up to `as_of`."""
+    """Off-policy estimates for `target` on one experiment's decision log up to `as_of`, from
+    UTC day `since` (default: all of the log)."""
     as_of = as_of or datetime.now(UTC)
-    rows = experiment_rows(decision_rewards(open_lake(settings), as_of), experiment)
+    rows = experiment_rows(decision_rewards(open_lake(settings), as_of, since), experiment)
     if isinstance(target, Mapping):
         known = sorted(rows["arm"].unique())
         if unknown := sorted(set(target) - set(known)):

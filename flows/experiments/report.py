@@ -15,7 +15,7 @@ report shows the verdicts the flow acts on: "PAUSE" for an arm the flow pauses (
 keeping its first reason).
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
@@ -320,14 +320,16 @@ def experiment_report(
     guardrails: dict[str, Guardrails] | None = None,
     controls: dict[str, str] | None = None,
     experiment: str | None = None,
+    since: date | None = None,
 ) -> ExperimentReport:
-    """Report every experiment in the decision log (or only `experiment`) as of `as_of`.
+    """Report every experiment in the decision log (or only `experiment`) as of `as_of`,
+    from UTC day `since` (default: all of the log).
 
     `guardrails` and `controls` are keyed by experiment id and override, per experiment, the
     defaults of `experiment_setup`.
     """
     as_of = as_of or datetime.now(UTC)
-    frame = decision_rewards(open_lake(settings), as_of)
+    frame = decision_rewards(open_lake(settings), as_of, since)
     if experiment is not None:
         frame = experiment_rows(frame, experiment)
     guardrails = guardrails or {}

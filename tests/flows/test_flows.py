@@ -198,3 +198,30 @@ def test_a_poisoned_lake_is_read_around_by_every_flow(tmp_path, caplog):
     assert not labelled_impressions(open_lake(settings), READ_AT).empty
     assert bandit_update(settings).experiments
     assert experiment_report(settings, as_of=READ_AT).experiments
+
+
+def test_windowed_readers_never_open_a_partition_outside_their_window(tmp_path):
+    from flows.experiments.rewards import decision_rewards
+    from flows.featurestore.event_frames import load_event_frames
+    from flows.modeling.training_set import labelled_impressions
+
+    settings = Settings(home=tmp_path / "home")
+    simulate(SimulateParams(users=12, days=8, seed=3, end=WORLD_END), settings)
+    poison(open_lake(settings, writer_id="legacy-writer"))  # two days back, and far off
+    since = WORLD_END - timedelta(days=1)
+
+    lake = open_lake(settings)
+    assert not labelled_impressions(lake, READ_AT, since).empty
+    assert not decision_rewards(lake, READ_AT, since).empty
+    assert not load_event_frames(lake, since, WORLD_END).feedback.empty
+    assert lake.skipped == {}
+    load_event_frames(lake, since - timedelta(days=1), WORLD_END)
+    assert lake.skipped == {"unreadable": 3}
+
+
+def test_training_reads_a_window_longer_than_its_validation():
+    from flows.training import TrainParams
+
+    assert TrainParams(history_days=30, validation_days=7).history_days == 30
+    with pytest.raises(ValueError, match="history_days must be more than validation_days"):
+        TrainParams(history_days=7, validation_days=7)
