@@ -44,9 +44,9 @@ from service.api.schemas import (
     TipCategory,
 )
 from service.bentoml_patches import patch_timeout_middleware
-from service.circuit import STARTUP_BUDGET_S, Breaker, DependencyFailed
-from service.events.lake import open_lake
-from service.events.models import Event, Feedback, Reaction
+from service.circuit import STARTUP_BUDGET_S, DependencyFailed
+from service.events.models import Feedback, Reaction
+from service.events.sink import open_sink
 from service.experiments.assignment import Assignment, decide, decision_event
 from service.experiments.bandit_state import BANDIT_STATE, StateCache, open_bandit_store
 from service.experiments.config import ExperimentsConfig, UnknownExperiment
@@ -82,10 +82,7 @@ DEPENDENCY_FALLBACKS = bentoml.metrics.Counter(
     labelnames=["endpoint", "dependency", "reason"],
 )
 RECENT_FEEDBACK = 100_000
-EVENT_LOG = "event_log"
 LLM = "llm"
-# An fsync on a busy disk takes tens of milliseconds; seconds means the disk is in trouble.
-EVENT_LOG_BUDGET_S = 2.0
 WORKERS_ENV = "TIPML_SERVICE_WORKERS"
 
 
@@ -137,8 +134,7 @@ class TipService:
             budget=None if settings.online_store == "sqlite" else REMOTE_READ_BUDGET_S,
         )
         self.shadow = self._shadow(settings)
-        self.events = open_lake(settings, writer_id=f"service-{uuid.uuid4().hex[:12]}")
-        self.event_sink = Breaker(EVENT_LOG, (OSError,), budget=EVENT_LOG_BUDGET_S)
+        self.sink = open_sink(settings, writer_id=f"service-{uuid.uuid4().hex[:12]}")
         self._recent_feedback: OrderedDict[str, None] = OrderedDict()
         self.gateway = Gateway.from_yaml()
         resolve_prompt_version(None)  # a bad DEFAULT_PROMPT_VERSION fails start-up, not requests
@@ -161,8 +157,10 @@ class TipService:
 
         The worker takes no request before this returns, so each store's first read (new
         connections, Feast's caches) happens here, under the start-up budget, and not in a
-        request, where it would overrun the request budget and open the breaker.
+        request, where it would overrun the request budget and open the breaker. The event
+        sink connects here too, within its own bound: a worker starts without NATS.
         """
+        self.sink.start()
         context = RequestContext(timestamp=datetime.now(UTC), timezone="UTC")
         read = self.reader.warm_up(context, now=context.timestamp)
         self.champion.accept_probability(candidate_frame(read.profile, read.context, ["focus"]))
@@ -172,9 +170,6 @@ class TipService:
         await self.gateway.warm_up()
         gc.collect()
         gc.freeze()
-
-    def _append(self, event: Event) -> None:
-        self.event_sink.call(self.events.append, [event])
 
     @bentoml.api(route="/score")
     def score(
@@ -270,10 +265,7 @@ class TipService:
             failures[LLM] = "primary_failed"
         if assignment is not None:
             outcome = "fallback" if tip.fallback_used else "ok"
-            if failure := await self._log_decision(
-                assignment, request_id, user_id, outcome, started
-            ):
-                failures[EVENT_LOG] = failure
+            failures |= await self._log_decision(assignment, request_id, user_id, outcome, started)
         return GenerateResponse(
             request_id=request_id,
             tip_id=request_id,
@@ -300,9 +292,10 @@ class TipService:
         user_id: str,
         outcome: Literal["ok", "fallback", "error"],
         started: float,
-    ) -> str | None:
-        """Log the decision; why it could not be logged, or None. The tip is served either way:
-        a lost decision costs the experiment one sample, a failed request costs the user."""
+    ) -> dict[str, str]:
+        """Log the decision; what failed on the way, for dependency_fallbacks. The tip is served
+        either way: a lost decision costs the experiment one sample, a failed request costs
+        the user (service/events/sink.py: in jetstream mode it is spooled, not lost)."""
         event = decision_event(
             assignment,
             request_id=request_id,
@@ -310,11 +303,7 @@ class TipService:
             outcome=outcome,
             latency_ms=(time.perf_counter() - started) * 1000,
         )
-        try:
-            await anyio.to_thread.run_sync(self._append, event)
-        except DependencyFailed as exc:
-            return exc.reason
-        return None
+        return await anyio.to_thread.run_sync(self.sink.record, event)
 
     @bentoml.api(route="/feedback")
     def feedback(
@@ -328,8 +317,8 @@ class TipService:
     ) -> FeedbackResponse:
         """A user's reaction to a shown tip, appended once to the event log.
 
-        When the event log cannot take it the answer is 503 and nothing is kept: the caller
-        retries, and the event_id makes a retry safe."""
+        When the event sink (the lake, or JetStream) cannot take it the answer is 503 naming
+        it, and nothing is kept: the caller retries, and the event_id makes a retry safe."""
         if prompt_version not in RELEASED_PROMPT_VERSIONS:
             known = ", ".join(RELEASED_PROMPT_VERSIONS)
             return _error(
@@ -346,21 +335,21 @@ class TipService:
             timestamp=timestamp,
         )
         try:
-            self._append(event)
+            self.sink.append(event)
         except DependencyFailed as exc:
-            _report("feedback", {EVENT_LOG: exc.reason})
-            return _error(
-                503, None, "the event log is unavailable; retry with the same event_id", EVENT_LOG
-            )
+            _report("feedback", {exc.dependency: exc.reason})
+            message = f"{exc.dependency} is unavailable; retry with the same event_id"
+            return _error(503, None, message, exc.dependency)
         self._recent_feedback[event_id] = None
         if len(self._recent_feedback) > RECENT_FEEDBACK:
             self._recent_feedback.popitem(last=False)
         return FeedbackResponse(event_id=event_id, status="appended")
 
     @bentoml.on_shutdown
-    def _stop_shadow(self) -> None:
+    def _shut_down(self) -> None:
         if self.shadow is not None:
             self.shadow.close()
+        self.sink.close()
 
 
 def _error(status: int, field: str | None, message: str, kind: str) -> JSONResponse:

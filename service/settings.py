@@ -2,7 +2,7 @@
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +16,14 @@ ENV_VARS = {
     "bandit_store": "TIPML_BANDIT_STORE",
     "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
     "events_url": "TIPML_EVENTS_URL",
+    "event_sink": "TIPML_EVENT_SINK",
+    "nats_url": "TIPML_NATS_URL",
+    "nats_namespace": "TIPML_NATS_NAMESPACE",
 }
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+NatsUrl = Annotated[str, Field(pattern=r"^(nats|tls|ws|wss)://\S+$")]
+# A namespace keeps streams and subjects apart on a shared server (service/events/jetstream.py).
+Namespace = Annotated[str, Field(max_length=32, pattern=r"^[A-Za-z0-9_-]*$")]
 
 
 class Settings(BaseModel):
@@ -53,6 +60,20 @@ class Settings(BaseModel):
         description="The event lake: a path or s3://bucket/prefix (default: events under the "
         "data dir).",
     )
+    event_sink: Literal["local", "jetstream"] = Field(
+        default="local",
+        description="Where the service's feedback and decisions go: local = appended to the "
+        "event lake by the service; jetstream = published to NATS, `tipml consume` appends them.",
+    )
+    nats_url: NatsUrl = Field(
+        default=DEFAULT_NATS_URL,
+        description="NATS JetStream: the service's sink in jetstream mode, and `tipml consume`.",
+    )
+    nats_namespace: Namespace = Field(
+        default="",
+        description="Streams NAME_<ns> on <ns>.* subjects, apart from the live ones (tests, "
+        "benches).",
+    )
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -87,6 +108,11 @@ class Settings(BaseModel):
     def shadow_dir(self) -> Path:
         """Champion and challenger scores of the same live requests (service/scoring/shadow.py)."""
         return self.data_dir / "shadow"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Events this replica could not publish yet, until they are (service/events/sink.py)."""
+        return self.data_dir / "spool"
 
     @property
     def world_dir(self) -> Path:

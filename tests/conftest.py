@@ -1,6 +1,12 @@
 import os
+import shutil
 import socket
-from datetime import UTC, date, datetime, time
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from datetime import time as day_time
+from pathlib import Path
 
 import pytest
 
@@ -21,8 +27,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+NATS_HOST = "127.0.0.1"
 WORLD_END = date(2026, 11, 20)
-WORLD_END_TS = datetime.combine(WORLD_END, time(), UTC)
+WORLD_END_TS = datetime.combine(WORLD_END, day_time(), UTC)
 
 
 def require_server(name: str, host: str, port: int) -> None:
@@ -34,6 +41,62 @@ def require_server(name: str, host: str, port: int) -> None:
         if IN_CI:
             pytest.fail(f"{message}; CI must have it running")
         pytest.skip(message)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+class PrivateNats:
+    """A nats-server of a test's own: free port, own store, ours to stop and start."""
+
+    def __init__(self, binary: str, store: Path) -> None:
+        with socket.socket() as s:
+            s.bind((NATS_HOST, 0))
+            self.port = s.getsockname()[1]
+        self.url = f"nats://{NATS_HOST}:{self.port}"
+        self._command = [binary, "-a", NATS_HOST, "-p", str(self.port), "-js", "-sd", str(store)]
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(self._command, stderr=subprocess.DEVNULL)
+        wait_until(self._accepts, 10, f"the private nats-server on port {self.port}")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _accepts(self) -> bool:
+        try:
+            socket.create_connection((NATS_HOST, self.port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
+
+
+@pytest.fixture
+def private_nats(tmp_path) -> Iterator[PrivateNats]:
+    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    if not os.access(binary, os.X_OK):
+        message = "nats-server is not installed"
+        if IN_CI:
+            pytest.fail(f"{message}; CI must have it")
+        pytest.skip(message)
+    server = PrivateNats(binary, tmp_path / "jetstream")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

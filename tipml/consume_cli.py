@@ -15,7 +15,7 @@ import typer
 from nats.js.errors import APIError
 
 from service.events.consumer import ConsumeParams, ConsumeReport, run_consumers
-from service.events.jetstream import DEFAULT_NATS_URL, NATS_URL_ENV, NatsUnavailable
+from service.events.jetstream import NatsUnavailable
 from service.settings import Settings
 from tipml.cli_support import console, err, fail, validated
 
@@ -55,13 +55,16 @@ def consume(
         int | None, typer.Option(help="Deliveries before a message goes to the dead letters.")
     ] = None,
     namespace: Annotated[
-        str | None, typer.Option(help="Streams NAME_<ns> on <ns>.* subjects (tests, benches).")
+        str | None,
+        typer.Option(help="Streams NAME_<ns> on <ns>.* subjects (default: TIPML_NATS_NAMESPACE)."),
     ] = None,
-    nats_url: Annotated[str, typer.Option(envvar=NATS_URL_ENV, help="NATS server.")] = (
-        DEFAULT_NATS_URL
-    ),
+    nats_url: Annotated[
+        str | None, typer.Option(help="NATS server (default: TIPML_NATS_URL).")
+    ] = None,
 ) -> None:
     """Consume signals.> and feedback.> from JetStream into the event log."""
+    # Under `tipml` the app's callback has built the settings; run alone, read the env.
+    settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
     params = validated(
         ConsumeParams,
         stream=stream,
@@ -70,11 +73,10 @@ def consume(
         idle_exit=idle_exit,
         ack_wait=ack_wait,
         max_deliver=max_deliver,
-        namespace=namespace,
-        nats_url=nats_url,
+        # The service in jetstream mode publishes where the settings say: so do we, by default.
+        namespace=settings.nats_namespace if namespace is None else namespace,
+        nats_url=nats_url or settings.nats_url,
     )
-    # Under `tipml` the app's callback has built the settings; run alone, read the env.
-    settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("service").setLevel(logging.INFO)
     try:

@@ -57,7 +57,8 @@ DependencyFallbacks = Annotated[
     dict[str, str],
     Field(
         description=(
-            "Dependency -> why its fallback answered: online_store, bandit_state, event_log "
+            "Dependency -> why its fallback answered: online_store, bandit_state, event_log, "
+            "jetstream (the decision was spooled), event_spool (and not spooled either) "
             "(timeout, unavailable, circuit_open, error); llm (primary_failed)."
         )
     ),

@@ -41,7 +41,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.events.jetstream import (
     DEAD_LETTER_REASON,
-    DEFAULT_NATS_URL,
     DELIVERIES,
     INTAKE_STREAMS,
     ORIGINAL_MSG_ID,
@@ -49,14 +48,13 @@ from service.events.jetstream import (
     ORIGINAL_STREAM,
     ORIGINAL_SUBJECT,
     IntakeStream,
-    Namespace,
     Topology,
     connect,
     ensure_streams,
 )
 from service.events.lake import EventLake, open_lake
 from service.events.models import EVENT_ADAPTER, Event
-from service.settings import Settings
+from service.settings import DEFAULT_NATS_URL, Namespace, NatsUrl, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +87,7 @@ class ConsumeParams(BaseModel):
     max_deliver: int = Field(default=5, ge=2, le=20, description="Deliveries before dead-letter.")
     fetch_timeout: float = Field(default=1.0, gt=0, le=30)
     namespace: Namespace = ""
-    nats_url: str = Field(default=DEFAULT_NATS_URL, pattern=r"^(nats|tls|ws|wss)://\S+$")
+    nats_url: NatsUrl = DEFAULT_NATS_URL
 
     @property
     def streams(self) -> tuple[IntakeStream, ...]:

@@ -18,20 +18,22 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Literal
 
+from nats.aio.client import DEFAULT_PENDING_SIZE
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, Header, PubAck, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from service.events.models import Event
+from service.settings import DEFAULT_NATS_URL as DEFAULT_NATS_URL  # re-exported for perf/
+from service.settings import ENV_VARS, Namespace
 
 logger = logging.getLogger(__name__)
 
-NATS_URL_ENV = "TIPML_NATS_URL"
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+NATS_URL_ENV = ENV_VARS["nats_url"]
 
 # Headers on a dead-lettered copy: why, and where the original is.
 DEAD_LETTER_REASON = "Tipml-Dead-Letter-Reason"
@@ -57,7 +59,6 @@ STREAM_OF_TYPE: dict[str, IntakeStream] = {
     "feedback": "feedback",
     "decision": "feedback",
 }
-Namespace = Annotated[str, Field(max_length=32, pattern=r"^[A-Za-z0-9_-]*$")]
 
 
 class Topology(BaseModel):
@@ -137,10 +138,15 @@ class NatsUnavailable(ConnectionError):
     """No NATS server answered at the URL in time."""
 
 
-async def connect(url: str, name: str, timeout: float = 10.0) -> NATS:
+async def connect(
+    url: str, name: str, timeout: float = 10.0, buffer_while_reconnecting: bool = True
+) -> NATS:
     """Connect, giving up after `timeout` seconds; once connected, reconnect for ever.
 
     A long-running consumer should outlive a NATS restart, but a wrong URL should fail fast.
+    Without `buffer_while_reconnecting` a publish while the server is away fails at once,
+    instead of waiting in nats-py's buffer to be sent on reconnect: for a publisher that must
+    answer its caller now, and must not have a publish it reported as failed land later.
     """
 
     nc = NATS()
@@ -170,6 +176,8 @@ async def connect(url: str, name: str, timeout: float = 10.0) -> NATS:
                 error_cb=on_error,
                 disconnected_cb=on_disconnected,
                 reconnected_cb=on_reconnected,
+                # 0 is nats-py's "no buffer": publishing while disconnected raises at once.
+                pending_size=DEFAULT_PENDING_SIZE if buffer_while_reconnecting else 0,
             ),
             timeout,
         )

@@ -8,7 +8,8 @@ structs, times as UTC microseconds). Its guarantees:
 - Write-once files with unique names, visible only when complete. A local file is written
   under a dot-name that readers ignore, fsynced, then renamed into place (and the directory
   fsynced); on S3 an object appears when its upload completes. A writer killed mid-batch
-  leaves nothing a reader sees, and an append that returned is durable.
+  leaves no part of a file for a reader to see (of a batch of several files, those already
+  renamed are seen whole), and an append that returned is durable.
 - The same event may be written more than once (a redelivered message, a re-run simulation):
   readers keep the first copy of each event_id by write time, in the scan, never by a set of
   ids kept in Python.

@@ -11,9 +11,7 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -52,10 +50,10 @@ from service.events.jetstream import (
 from service.events.lake import open_lake
 from service.events.models import EVENT_ADAPTER, Event, Feedback
 from service.settings import ENV_VARS, Settings
-from tests.conftest import IN_CI, require_server
+from tests.conftest import NATS_HOST, require_server, wait_until
 from tests.feature_repo.test_bounds import FAR_TIMES, contexts
 
-NATS_HOST, NATS_PORT = "127.0.0.1", 4222
+NATS_PORT = 4222
 NATS_URL = f"nats://{NATS_HOST}:{NATS_PORT}"
 # Every `type` a message may carry: the values the Event union discriminates on.
 EVENT_TYPES = tuple(EVENT_ADAPTER.json_schema()["discriminator"]["mapping"])
@@ -169,14 +167,6 @@ def spawn(settings, topology) -> Iterator[Callable[..., ConsumerProcess]]:
         if consumer.process.poll() is None:
             consumer.process.kill()
             consumer.process.wait()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_every_event_type_has_a_subject_on_an_intake_stream():
@@ -428,54 +418,6 @@ async def _publish(topology: Topology, events: tuple[Event, ...]) -> None:
 async def _backlog(topology: Topology, url: str = NATS_URL) -> dict[str, tuple[int, int]]:
     async with jetstream(url) as js:
         return await consumer_backlog(js, topology)
-
-
-class PrivateNats:
-    """A nats-server of a test's own: free port, own store, ours to stop and start."""
-
-    def __init__(self, binary: str, store: Path) -> None:
-        with socket.socket() as s:
-            s.bind((NATS_HOST, 0))
-            self.port = s.getsockname()[1]
-        self.url = f"nats://{NATS_HOST}:{self.port}"
-        self._command = [binary, "-a", NATS_HOST, "-p", str(self.port), "-js", "-sd", str(store)]
-        self._process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(self._command, stderr=subprocess.DEVNULL)
-        wait_until(self._accepts, 10, f"the private nats-server on port {self.port}")
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            self._process.wait(10)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def _accepts(self) -> bool:
-        try:
-            socket.create_connection((NATS_HOST, self.port), timeout=0.2).close()
-        except OSError:
-            return False
-        return True
-
-
-@pytest.fixture
-def private_nats(tmp_path) -> Iterator[PrivateNats]:
-    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
-    if not os.access(binary, os.X_OK):
-        message = "nats-server is not installed"
-        if IN_CI:
-            pytest.fail(f"{message}; CI must have it")
-        pytest.skip(message)
-    server = PrivateNats(binary, tmp_path / "jetstream")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_a_nats_restart_mid_stream_loses_nothing(private_nats, settings):

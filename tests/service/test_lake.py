@@ -1,11 +1,8 @@
 """The event lake on a local directory and on an S3 endpoint: what it keeps, what it skips,
-what a crash leaves, and what compaction does."""
+and what compaction does (what a writer's crash leaves: test_lake_crash.py)."""
 
 import os
-import signal
 import subprocess
-import sys
-import time
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 
@@ -21,7 +18,7 @@ from service.events.models import Event, Feedback
 from service.settings import ENV_VARS, Settings
 from tests.conftest import WORLD_END, WORLD_END_TS
 from tipml.cli import app
-from tipml.serving import BIN, PROJECT_DIR
+from tipml.serving import BIN
 
 
 @cache
@@ -77,56 +74,6 @@ def test_a_window_reads_only_its_days_and_columns(tmp_path):
     assert window.column_names == ["reaction"] and len(window) == 3
     assert not lake.skipped
     assert len(lake.read("feedback")) == 4 and lake.skipped == {"unreadable": 1}
-
-
-WRITER = """
-import sys
-from datetime import UTC, datetime, timedelta
-from service.events.lake import EventLake
-from service.events.models import Feedback
-
-lake = EventLake(sys.argv[1], writer_id="crashing")
-start = datetime(2026, 11, 1, 12, tzinfo=UTC)
-for batch in range(100_000):
-    lake.append(
-        Feedback(
-            event_id=f"b{batch}-{i}", user_id="u1", tip_id=f"t{i}", reaction="accepted",
-            prompt_version="v1", timestamp=start + timedelta(days=i % 7),
-        )
-        for i in range(200)
-    )
-    print(batch, flush=True)
-"""
-
-
-@pytest.mark.integration
-def test_a_writer_killed_mid_batch_leaves_no_partial_file_and_loses_no_returned_append(
-    tmp_path,
-):
-    lake_dir = tmp_path / "lake"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(lake_dir)],
-        cwd=PROJECT_DIR,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    returned = []
-    while len(returned) < 5:
-        returned.append(int(writer.stdout.readline()))
-    time.sleep(0.05)  # somewhere inside a later batch
-    writer.send_signal(signal.SIGKILL)
-    writer.wait(10)
-    returned += [int(line) for line in writer.stdout.read().split()]
-
-    lake = EventLake(lake_dir)
-    ids = {r["event_id"] for r in lake.records()}
-    assert not lake.skipped, "a reader saw a partial file"
-    for batch in returned:
-        assert {f"b{batch}-{i}" for i in range(200)} <= ids
-    for path in stored_files(lake):
-        pq.read_metadata(path)  # every visible file is whole
-    hidden = [p for p in lake_dir.rglob("*") if p.name.startswith(".")]
-    assert all(p.name.endswith(".tmp") for p in hidden)
 
 
 def test_compaction_leaves_one_file_per_closed_day_and_type_and_the_same_events(tmp_path):
