@@ -32,6 +32,7 @@ perf: $(STAMP)
 	$(BIN)/python -m perf.generate_overhead
 	$(BIN)/python -m perf.bandit_regret
 	$(BIN)/python -m perf.ingest
+	$(BIN)/python -m perf.events
 
 clean:
 	rm -rf $(VENV) feature_repo/data

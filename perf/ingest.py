@@ -146,6 +146,17 @@ async def ours_phase(
         shutil.rmtree(home, ignore_errors=True)
 
 
+def consumer_rate(
+    events: int = 50_000, batch: int = 500, duplicates: float = 0.05, url: str | None = None
+) -> tuple[float, int]:
+    """The `ours` phase on its own, for other benchmarks: events/s end to end for one batch
+    size, and the distinct events read back from the lake."""
+    url = url or os.environ.get(NATS_URL_ENV) or DEFAULT_NATS_URL
+    stream = with_duplicates(simulated_events(events), duplicates)
+    seconds, distinct, _ = asyncio.run(ours_phase(url, stream, events, batch))
+    return events / seconds, distinct
+
+
 async def subscribed(js: JetStreamContext, topology: Topology, timeout: float = 30) -> None:
     """Wait until the consumer process has its durable consumers on both streams."""
     deadline = time.monotonic() + timeout
