@@ -268,7 +268,11 @@ class EventLake:
         columns: Sequence[str] | None = None,
     ) -> pa.Table:
         """Events of one type on UTC days [start, end] (inclusive, either open), each
-        event_id's first copy, with `columns` (all when None; event_id always read)."""
+        event_id's first copy, with `columns` (all when None; event_id always read).
+
+        A column may name a field inside a struct, `context.timezone`: only that field is
+        read from the file, into a column of that name.
+        """
         skipped: Counter[str] = Counter()
         schema = SCHEMAS[kind]
         wanted = list(schema.names) if columns is None else list(dict.fromkeys(columns))
@@ -279,15 +283,14 @@ class EventLake:
                 continue
             for path in self.day_files(kind, day):
                 try:
-                    tables.append(
-                        pq.read_table(path, columns=read_columns, filesystem=self.storage.fs)
-                    )
+                    table = pq.read_table(path, columns=read_columns, filesystem=self.storage.fs)
+                    tables.append(table.rename_columns(read_columns))
                 except (OSError, pa.ArrowException) as exc:
                     skipped["unreadable"] += 1
                     log.warning("%s: unreadable, skipped: %s", path, type(exc).__name__)
         if not tables:
             self._count(kind, skipped)
-            return schema.empty_table().select(wanted)
+            return pa.schema([_nested_field(schema, c) for c in wanted]).empty_table()
         table = pa.concat_tables(tables, promote_options="default")
         table = _first_copies(table)
         in_range = pc.and_(
@@ -346,6 +349,15 @@ class EventLake:
     ) -> Iterator[Event]:
         for record in self.records(types, start, end):
             yield EVENT_ADAPTER.validate_python(record)
+
+
+def _nested_field(schema: pa.Schema, path: str) -> pa.Field:
+    """The field at a dotted `path` (`context.timezone`), named by the path."""
+    head, *rest = path.split(".")
+    field = schema.field(head)
+    for name in rest:
+        field = field.type.field(name)
+    return field.with_name(path)
 
 
 def _first_copies(table: pa.Table) -> pa.Table:

@@ -6,6 +6,7 @@ import subprocess
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -74,6 +75,21 @@ def test_a_window_reads_only_its_days_and_columns(tmp_path):
     assert window.column_names == ["reaction"] and len(window) == 3
     assert not lake.skipped
     assert len(lake.read("feedback")) == 4 and lake.skipped == {"unreadable": 1}
+
+
+def test_a_field_inside_a_struct_is_read_alone_under_its_path(tmp_path):
+    lake = EventLake(tmp_path, "w1")
+    shown = [e for e in world_events() if e.type == "impression"]
+    lake.append(shown)
+    zones = lake.read("impression", columns=["tip_id", "context.timezone"])
+    assert zones.column_names == ["tip_id", "context.timezone"]
+    assert dict(zip(*zones.to_pydict().values(), strict=True)) == {
+        e.tip_id: e.context.timezone for e in shown
+    }
+    empty = lake.read(
+        "impression", start=WORLD_END + timedelta(days=1), columns=["context.timezone"]
+    )
+    assert empty.schema == pa.schema([pa.field("context.timezone", pa.string())])
 
 
 def test_compaction_leaves_one_file_per_closed_day_and_type_and_the_same_events(tmp_path):
