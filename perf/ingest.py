@@ -2,9 +2,10 @@
 
 What is measured, in one run, on the NATS server at TIPML_NATS_URL (default 127.0.0.1:4222). The
 events are --events simulator events (flows/simulation/world.py: task events, impressions, feedback,
-decisions, so both intake streams), of which a --duplicates fraction is published twice, the copy
-right after the original, as a retrying producer would. Each phase works in a namespace of its own
-(streams SIGNALS_<ns>, FEEDBACK_<ns>, DLQ_<ns>, deleted afterwards) and a scratch data home:
+decisions, so both intake streams) in time order, as a live stream arrives, of which a --duplicates
+fraction is published twice, the copy right after the original, as a retrying producer would.
+Each phase works in a namespace of its own (streams SIGNALS_<ns>, FEEDBACK_<ns>, DLQ_<ns>, deleted
+afterwards) and a scratch data home:
 
   publish  the raw publish rate, the first baseline: publish_many() (pipelined, every PubAck
            awaited) of all the events and duplicates, no consumer. The server's dedupe must
@@ -75,7 +76,9 @@ def simulated_events(count: int) -> list[Event]:
     events = list(itertools.islice(world.events(), count))
     if len(events) < count:
         raise SystemExit(f"the world made only {len(events)} events")
-    return events
+    # A live stream arrives in time order, so a batch spans minutes of every user, not one
+    # user's month: the consumer writes one file per event type and UTC day of a batch.
+    return sorted(events, key=lambda e: e.timestamp)
 
 
 def with_duplicates(events: list[Event], fraction: float) -> list[Event]:
