@@ -5,10 +5,11 @@ from feast.data_format import ParquetFormat
 from feast.field import Field
 from feast.types import String
 
-# One Parquet file per as-of day, written atomically by the `features` flow. The path is
-# relative so that it resolves against the Feast repo path (TIPML_HOME), not the cwd.
+# Per as-of day a directory, in it one Parquet file per user shard, each written atomically by
+# the `features` flow. The path is relative so that it resolves against the Feast repo path
+# (TIPML_HOME), not the cwd.
 PROFILE_TABLE_DIR = "data/offline/user_profile"
-PROFILE_TABLE_GLOB = f"{PROFILE_TABLE_DIR}/*.parquet"
+PROFILE_TABLE_GLOB = f"{PROFILE_TABLE_DIR}/*/*.parquet"
 
 profile_source = FileSource(
     name="user_profile_daily",

@@ -8,13 +8,15 @@ are idempotent; `full` recomputes every day from all events.
 
 from datetime import UTC, datetime, timedelta
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from feature_repo.bounds import UtcDatetime
 from flows.featurestore.materialize import MaterializeReport, materialize_profiles
+from flows.featurestore.offline_table import retire_other_counts
 from flows.featurestore.profile_update import ProfileUpdate, update_profiles
+from flows.shards import Shard
 from service.scoring.feature_store import apply_definitions, open_store
 from service.settings import Settings
 
@@ -31,6 +33,13 @@ class FeaturesParams(BaseModel):
     overlap_days: int = Field(default=2, ge=0, le=28)
     chunk_size: int = Field(default=5000, ge=1, le=1_000_000)
     full: bool = Field(default=False, description="Recompute every day, not just recent ones.")
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=4096,
+        description="User shards computed as separate tasks (flows/shards.py); a new count "
+        "recomputes in full.",
+    )
 
 
 class FeaturesReport(BaseModel):
@@ -38,9 +47,16 @@ class FeaturesReport(BaseModel):
     materialized: MaterializeReport
 
 
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def compute_profiles(
+    settings: Settings, params: FeaturesParams, as_of: datetime, shard: Shard
+) -> ProfileUpdate:
+    return update_profiles(settings, as_of, params.overlap_days, params.full, shard)
+
+
 @task(cache_policy=NO_CACHE)
-def compute_profiles(settings: Settings, params: FeaturesParams, as_of: datetime) -> ProfileUpdate:
-    return update_profiles(settings, as_of, params.overlap_days, params.full)
+def retire_old_shards(settings: Settings, count: int) -> int:
+    return retire_other_counts(settings, count)
 
 
 @task(cache_policy=NO_CACHE)
@@ -71,7 +87,11 @@ def features(
     logger = get_run_logger()
     as_of = params.as_of or datetime.now(UTC)
 
-    update = compute_profiles(settings, params, as_of)
+    futures = compute_profiles.map(
+        unmapped(settings), unmapped(params), unmapped(as_of), Shard.all(params.shards)
+    )
+    update = ProfileUpdate.combined(futures.result())
+    retire_old_shards(settings, params.shards)
     logger.info(
         "%s run (%s): %d as-of days from %d events",
         update.mode,

@@ -77,6 +77,9 @@ def features_run(
     ] = None,
     overlap_days: Annotated[int, typer.Option(help="Days recomputed for late events.")] = 2,
     chunk_size: Annotated[int, typer.Option(help="Users per online-store write.")] = 5000,
+    shards: Annotated[
+        int, typer.Option(help="User shards, each its own task (a new count recomputes all).")
+    ] = 1,
     full: Annotated[bool, typer.Option(help="Recompute every day.")] = False,
 ) -> None:
     """Run the `features` flow: events -> daily profiles -> offline table -> online store."""
@@ -84,7 +87,12 @@ def features_run(
     from flows.features import features as features_flow
 
     params = validated(
-        FeaturesParams, as_of=as_of, overlap_days=overlap_days, chunk_size=chunk_size, full=full
+        FeaturesParams,
+        as_of=as_of,
+        overlap_days=overlap_days,
+        chunk_size=chunk_size,
+        full=full,
+        shards=shards,
     )
     report = features_flow(params, settings_of(ctx))
     done, update = report.materialized, report.profiles

@@ -1,11 +1,13 @@
-"""The offline profile table: one Parquet file per as-of day under the Feast source path.
+"""The offline profile table: per as-of day, one Parquet file per user shard, under the Feast
+source path: `data/offline/user_profile/<day>/<shard>-of-<count>.parquet` (flows/shards.py).
 
-A day's file is replaced whole (write aside, then rename), so a reader, Feast's offline store
-included, sees either the old day or the new one, never half of it.
+A shard's day file is replaced whole (write aside, then rename), so a reader, Feast's offline
+store included, sees either the old file or the new one, never half of it.
 """
 
 import os
 import uuid
+from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pyarrow.parquet as pq
 from feature_repo.data_sources import PROFILE_TABLE_DIR
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from feature_repo.profile_transforms import TIMESTAMP
+from flows.shards import WHOLE, Shard
 from service.settings import Settings
 
 SCHEMA = pa.schema(
@@ -38,38 +41,70 @@ def table_dir(settings: Settings) -> Path:
     return settings.home / PROFILE_TABLE_DIR
 
 
-def partition_days(settings: Settings) -> list[date]:
+def _files(settings: Settings, day: date) -> list[Path]:
+    return sorted((table_dir(settings) / day.isoformat()).glob("*.parquet"))
+
+
+def partition_days(settings: Settings, shard: Shard | None = None) -> list[date]:
+    """As-of days with a file: of `shard`, or of any shard when None."""
     directory = table_dir(settings)
     if not directory.is_dir():
         return []
-    return sorted(date.fromisoformat(p.stem) for p in directory.glob("*.parquet"))
+    name = f"{shard.name}.parquet" if shard else "*.parquet"
+    return sorted(
+        date.fromisoformat(p.name)
+        for p in directory.iterdir()
+        if p.is_dir() and p.name[0] != "." and any(p.glob(name))
+    )
 
 
-def write_partitions(settings: Settings, profiles: pd.DataFrame) -> list[date]:
-    """Replace the day file of every as-of day present in `profiles`."""
-    directory = table_dir(settings)
-    directory.mkdir(parents=True, exist_ok=True)
+def write_partitions(
+    settings: Settings,
+    profiles: pd.DataFrame,
+    days: Iterable[date] | None = None,
+    shard: Shard = WHOLE,
+) -> list[date]:
+    """Replace `shard`'s file of each of `days` (default: the days in `profiles`) with its rows
+    in `profiles`: an empty file for a day without any, so the day counts as computed."""
     table = pa.Table.from_pandas(profiles, schema=SCHEMA, preserve_index=False)
-    days = profiles[TIMESTAMP].dt.date
+    stamps = profiles[TIMESTAMP].dt.date.to_numpy()
     written = []
-    for day in sorted(days.unique()):
-        part = table.filter(pa.array((days == day).to_numpy()))
+    for day in sorted(set(stamps) if days is None else days):
+        directory = table_dir(settings) / day.isoformat()
+        directory.mkdir(parents=True, exist_ok=True)
         # A leading dot keeps the half-written file out of Feast's and DuckDB's glob.
-        tmp = directory / f".{day.isoformat()}.{uuid.uuid4().hex}.tmp"
-        pq.write_table(part, tmp)
-        os.replace(tmp, directory / f"{day.isoformat()}.parquet")
+        tmp = directory / f".{shard.name}.{uuid.uuid4().hex}.tmp"
+        pq.write_table(table.filter(pa.array(stamps == day)), tmp)
+        os.replace(tmp, directory / f"{shard.name}.parquet")
         written.append(day)
     return written
 
 
+def retire_other_counts(settings: Settings, count: int) -> int:
+    """Delete the files of a shard count other than `count`: once every shard of the new
+    count is written, the old count's rows are the same users twice. Returns files deleted."""
+    stale = [
+        path
+        for day in partition_days(settings)
+        for path in _files(settings, day)
+        if not path.stem.endswith(f"-of-{count}")
+    ]
+    for path in stale:
+        path.unlink()
+    return len(stale)
+
+
 def read_range(settings: Settings, start: datetime, end: datetime) -> pd.DataFrame:
-    """Rows with start <= event_timestamp <= end, the window Feast materializes."""
+    """Rows with start <= event_timestamp <= end, the window Feast materializes, ordered by
+    time and user as one unsharded run writes them."""
     files = [
-        table_dir(settings) / f"{day.isoformat()}.parquet"
+        path
         for day in partition_days(settings)
         if start <= pd.Timestamp(day, tz="UTC") <= end
+        for path in _files(settings, day)
     ]
     if not files:
         return SCHEMA.empty_table().to_pandas(types_mapper=_NULLABLE.get)
     table = pa.concat_tables(pq.read_table(f, schema=SCHEMA) for f in files)
+    table = table.sort_by([(TIMESTAMP, "ascending"), ("user_id", "ascending")])
     return table.to_pandas(types_mapper=_NULLABLE.get)

@@ -27,6 +27,7 @@ import math
 import os
 import shutil
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -43,6 +44,7 @@ from feature_repo.profile_transforms import (
     REACTION_HORIZON,
     USER_STATE_COLUMNS,
     WINDOW_DAYS,
+    EventFrames,
     ProfileStart,
     ProfileState,
     empty_aggregates,
@@ -50,6 +52,7 @@ from feature_repo.profile_transforms import (
 )
 from flows.featurestore.event_frames import load_event_frames
 from flows.featurestore.offline_table import partition_days, write_partitions
+from flows.shards import WHOLE, Shard
 from service.events.lake import open_lake
 from service.settings import Settings
 
@@ -85,9 +88,22 @@ class ProfileUpdate(BaseModel):
     users: int
     events_read: int
 
+    @classmethod
+    def combined(cls, shards: list["ProfileUpdate"]) -> "ProfileUpdate":
+        """One report for a run's shards: full when any shard ran in full."""
+        full = [u for u in shards if u.mode == "full"]
+        return cls(
+            mode="full" if full else "incremental",
+            reason="; ".join(sorted({u.reason for u in full or shards})),
+            days_computed=sorted({d for u in shards for d in u.days_computed}),
+            rows_written=sum(u.rows_written for u in shards),
+            users=sum(u.users for u in shards),
+            events_read=sum(u.events_read for u in shards),
+        )
 
-def state_root(settings: Settings) -> Path:
-    return settings.home / PROFILE_STATE_DIR
+
+def state_root(settings: Settings, shard: Shard = WHOLE) -> Path:
+    return settings.home / PROFILE_STATE_DIR / shard.name
 
 
 def _write_table(table: pa.Table, path: Path) -> None:
@@ -98,9 +114,11 @@ def _write_table(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_aggregates(settings: Settings, aggregates: pd.DataFrame, days: list[date]) -> None:
+def write_aggregates(
+    settings: Settings, aggregates: pd.DataFrame, days: list[date], shard: Shard = WHOLE
+) -> None:
     """Replace the aggregates of each of `days`; a day without a row keeps no file."""
-    directory = state_root(settings) / "aggregates"
+    directory = state_root(settings, shard) / "aggregates"
     table = pa.Table.from_pandas(aggregates, schema=AGGREGATES_SCHEMA, preserve_index=False)
     by_day = aggregates["day"].to_numpy()
     for day in days:
@@ -112,9 +130,11 @@ def write_aggregates(settings: Settings, aggregates: pd.DataFrame, days: list[da
             path.unlink(missing_ok=True)
 
 
-def read_aggregates(settings: Settings, start: date, end: date) -> pd.DataFrame:
+def read_aggregates(
+    settings: Settings, start: date, end: date, shard: Shard = WHOLE
+) -> pd.DataFrame:
     """Aggregates of days [start, end)."""
-    directory = state_root(settings) / "aggregates"
+    directory = state_root(settings, shard) / "aggregates"
     files = [
         directory / f"{(start + timedelta(days=i)).isoformat()}.parquet"
         for i in range((end - start).days)
@@ -125,9 +145,9 @@ def read_aggregates(settings: Settings, start: date, end: date) -> pd.DataFrame:
     return pa.concat_tables(tables).to_pandas()
 
 
-def write_state(settings: Settings, state: ProfileState) -> None:
+def write_state(settings: Settings, state: ProfileState, shard: Shard = WHOLE) -> None:
     """A state's two files, in a directory renamed into place whole."""
-    states = state_root(settings) / "states"
+    states = state_root(settings, shard) / "states"
     final = states / state.as_of.isoformat()
     staging = states / f".{state.as_of.isoformat()}.{uuid.uuid4().hex}.tmp"
     staging.mkdir(parents=True)
@@ -144,8 +164,8 @@ def write_state(settings: Settings, state: ProfileState) -> None:
     staging.rename(final)
 
 
-def read_state(settings: Settings, day: date) -> ProfileState | None:
-    directory = state_root(settings) / "states" / day.isoformat()
+def read_state(settings: Settings, day: date, shard: Shard = WHOLE) -> ProfileState | None:
+    directory = state_root(settings, shard) / "states" / day.isoformat()
     if not (directory / "open_tasks.parquet").exists():
         return None
     users = pq.read_table(directory / "users.parquet", schema=USERS_SCHEMA).to_pandas()
@@ -153,25 +173,42 @@ def read_state(settings: Settings, day: date) -> ProfileState | None:
     return ProfileState(day, users, tasks.to_pandas())
 
 
-def state_days(settings: Settings) -> list[date]:
-    directory = state_root(settings) / "states"
+def state_days(settings: Settings, shard: Shard = WHOLE) -> list[date]:
+    directory = state_root(settings, shard) / "states"
     if not directory.is_dir():
         return []
     return sorted(date.fromisoformat(p.name) for p in directory.iterdir() if p.name[0] != ".")
 
 
-def _drop_states(settings: Settings, keep: set[date]) -> None:
-    for day in state_days(settings):
+def _drop_states(settings: Settings, keep: set[date], shard: Shard = WHOLE) -> None:
+    for day in state_days(settings, shard):
         if day not in keep:
-            shutil.rmtree(state_root(settings) / "states" / day.isoformat())
+            shutil.rmtree(state_root(settings, shard) / "states" / day.isoformat())
+
+
+def shard_frames(frames: EventFrames, shard: Shard) -> EventFrames:
+    """The events of `shard`'s users (completions join their tasks by id, so all are kept)."""
+    if shard.count == 1:
+        return frames
+    return replace(
+        frames,
+        tasks=frames.tasks[shard.holds(frames.tasks["user_id"])],
+        impressions=frames.impressions[shard.holds(frames.impressions["user_id"])],
+        feedback=frames.feedback[shard.holds(frames.feedback["user_id"])],
+    )
 
 
 def update_profiles(
-    settings: Settings, as_of: datetime, overlap_days: int = 2, full: bool = False
+    settings: Settings,
+    as_of: datetime,
+    overlap_days: int = 2,
+    full: bool = False,
+    shard: Shard = WHOLE,
 ) -> ProfileUpdate:
-    """Compute and write the profiles up to `as_of`'s UTC day (see the module docstring)."""
+    """Compute and write `shard`'s profiles up to `as_of`'s UTC day (see the module
+    docstring); every shard runs this same code, and the whole world is the one shard."""
     last = as_of.astimezone(UTC).date()
-    existing = partition_days(settings)
+    existing = partition_days(settings, shard)
     reason = "asked for a full run" if full else "no profiles yet"
     start: ProfileStart | None = None
     if existing and not full:
@@ -185,11 +222,11 @@ def update_profiles(
                 users=0,
                 events_read=0,
             )
-        state = read_state(settings, first)
+        state = read_state(settings, first, shard)
         if state is None:
             reason = f"no kept state at {first}"
         else:
-            history = read_aggregates(settings, first - timedelta(days=WINDOW_DAYS), first)
+            history = read_aggregates(settings, first - timedelta(days=WINDOW_DAYS), first, shard)
             start = ProfileStart(state, history)
 
     lake = open_lake(settings)
@@ -198,7 +235,7 @@ def update_profiles(
     end = last - timedelta(days=1)
     if start is None:
         log.info("features: full recompute (%s)", reason)
-        frames = load_event_frames(lake, None, end)
+        frames = shard_frames(load_event_frames(lake, None, end), shard)
         first_event = frames.first_day()
         days = (
             [first_event + timedelta(days=i) for i in range(1, (last - first_event).days + 1)]
@@ -208,18 +245,18 @@ def update_profiles(
     else:
         first = start.state.as_of
         lookback = math.ceil(REACTION_HORIZON / DAY)
-        frames = load_event_frames(lake, first - timedelta(days=lookback), end)
+        frames = shard_frames(load_event_frames(lake, first - timedelta(days=lookback), end), shard)
         days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     keep = days[-(overlap_days + 1) :]
     run = run_profiles(frames, days, start, keep_states=keep)
 
-    written = write_partitions(settings, run.profiles) if len(run.profiles) else []
+    written = write_partitions(settings, run.profiles, days, shard)
     if start is None:
-        shutil.rmtree(state_root(settings), ignore_errors=True)
-    write_aggregates(settings, run.aggregates, run.event_days)
+        shutil.rmtree(state_root(settings, shard), ignore_errors=True)
+    write_aggregates(settings, run.aggregates, run.event_days, shard)
     for state in run.states.values():
-        write_state(settings, state)
-    _drop_states(settings, set(keep))
+        write_state(settings, state, shard)
+    _drop_states(settings, set(keep), shard)
     return ProfileUpdate(
         mode="full" if start is None else "incremental",
         reason=reason if start is None else f"from the state at {start.state.as_of}",

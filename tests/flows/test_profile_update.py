@@ -6,8 +6,9 @@ from datetime import UTC, date, datetime, time, timedelta
 import pandas as pd
 import pytest
 
-from flows.featurestore.offline_table import read_range
+from flows.featurestore.offline_table import read_range, retire_other_counts
 from flows.featurestore.profile_update import state_days, state_root, update_profiles
+from flows.shards import Shard
 from flows.simulate import SimulateParams, simulate
 from service.events.lake import open_lake
 from service.events.models import Feedback, TaskCompleted
@@ -108,3 +109,30 @@ def test_a_run_without_its_start_state_recomputes_in_full(home, tmp_path):
     shutil.rmtree(state_root(home))
     assert update_profiles(home, at(WORLD_END)).mode == "full"
     pd.testing.assert_frame_equal(table(home), full_table(home, tmp_path))
+
+
+def test_shards_computed_apart_write_exactly_the_unsharded_table(home, tmp_path):
+    shards = Shard.all(3)
+    for shard in shards:
+        assert update_profiles(home, at(START), shard=shard).mode == "full"
+    for day in (START + timedelta(days=i) for i in range(1, 5)):
+        for shard in shards:
+            assert update_profiles(home, at(day), shard=shard).mode == "incremental"
+    expected = full_table(home, tmp_path)
+    pd.testing.assert_frame_equal(table(home), expected)
+
+    # Back to one shard: it recomputes in full, and the three-shard files are retired.
+    assert update_profiles(home, at(WORLD_END)).mode == "full"
+    assert retire_other_counts(home, 1) > 0
+    assert not list(home.home.glob("data/offline/user_profile/*/*-of-3.parquet"))
+    pd.testing.assert_frame_equal(table(home), expected)
+
+
+def test_the_features_flow_runs_each_shard_as_a_task(home, tmp_path):
+    from flows.features import FeaturesParams, features
+
+    report = features(FeaturesParams(as_of=at(WORLD_END), shards=2), home)
+    assert report.profiles.mode == "full" and report.materialized.users == 40
+    pd.testing.assert_frame_equal(table(home), full_table(home, tmp_path))
+    again = features(FeaturesParams(as_of=at(WORLD_END), shards=2), home)
+    assert again.profiles.mode == "incremental"

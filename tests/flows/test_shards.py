@@ -1,0 +1,29 @@
+"""User shards: a stable assignment, and sharded profiles equal to unsharded ones."""
+
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flows.shards import Shard, shard_of, shards_of
+
+
+def test_a_users_shard_is_pinned_across_processes_and_releases():
+    # Pinned values: a change here moves users between shards on every deployment.
+    assert [shard_of(u, 8) for u in ("u000000", "u000001", "u000002", "nobody")] == [2, 2, 5, 7]
+    digest = hashlib.sha256("ü-ß".encode()).digest()
+    assert shard_of("ü-ß", 1000) == int.from_bytes(digest[:8], "big") % 1000
+
+
+@given(ids=st.lists(st.text(min_size=1, max_size=20), max_size=50), count=st.integers(1, 64))
+def test_every_user_is_in_exactly_one_shard(ids, count):
+    held = [Shard(index=i, count=count).holds(ids) for i in range(count)]
+    assert all(sum(h[k] for h in held) == 1 for k in range(len(ids)))
+    assert list(shards_of(ids, count)) == [shard_of(u, count) for u in ids]
+
+
+def test_a_shard_names_an_index_below_its_count():
+    assert [s.name for s in Shard.all(3)] == ["0-of-3", "1-of-3", "2-of-3"]
+    with pytest.raises(ValueError, match="not below the count"):
+        Shard(index=3, count=3)
