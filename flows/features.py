@@ -16,7 +16,7 @@ from feature_repo.bounds import UtcDatetime
 from flows.featurestore.materialize import MaterializeReport, materialize_profiles
 from flows.featurestore.offline_table import retire_other_counts
 from flows.featurestore.profile_update import ProfileUpdate, update_profiles
-from flows.shards import Shard
+from flows.shards import Shard, task_runner
 from service.scoring.feature_store import apply_definitions, open_store
 from service.settings import Settings
 
@@ -54,6 +54,15 @@ def compute_profiles(
     return update_profiles(settings, as_of, params.overlap_days, params.full, shard)
 
 
+@flow(name="profile-shards")
+def profile_shards(settings: Settings, params: FeaturesParams, as_of: datetime) -> ProfileUpdate:
+    """Every shard's profiles, one task each, on the runner the settings name."""
+    futures = compute_profiles.map(
+        unmapped(settings), unmapped(params), unmapped(as_of), Shard.all(params.shards)
+    )
+    return ProfileUpdate.combined(futures.result())
+
+
 @task(cache_policy=NO_CACHE)
 def retire_old_shards(settings: Settings, count: int) -> int:
     return retire_other_counts(settings, count)
@@ -87,10 +96,8 @@ def features(
     logger = get_run_logger()
     as_of = params.as_of or datetime.now(UTC)
 
-    futures = compute_profiles.map(
-        unmapped(settings), unmapped(params), unmapped(as_of), Shard.all(params.shards)
-    )
-    update = ProfileUpdate.combined(futures.result())
+    runner = task_runner(settings)
+    update = profile_shards.with_options(task_runner=runner)(settings, params, as_of)
     retire_old_shards(settings, params.shards)
     logger.info(
         "%s run (%s): %d as-of days from %d events",

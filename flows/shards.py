@@ -1,4 +1,4 @@
-"""User shards: the batch side's scale axis.
+"""User shards: the batch side's scale axis, and where the shards run.
 
 Every batch computation here is independent per user (a profile is rolling windows over one
 user's events; a training row joins one user's impression with that user's profile), so the
@@ -9,13 +9,25 @@ work splits by user into `count` shards, each computed by the same code as the w
 SHA-256, not Python's `hash()` (salted per process) or a library's hash (free to change with
 its version): every process, machine and release puts a user in the same shard. Changing the
 shard count moves most users, so a run with a new count recomputes in full.
+
+Where the shards run is configuration only (`task_runner`, TIPML_DASK_ADDRESS): unset, in
+threads of the flow's own process, which is the fastest for the worlds one machine holds (no
+cluster to start, nothing to pickle, and the per-shard work spends most of its time in numpy,
+pandas and pyarrow, which release the GIL); `local`, on a Dask cluster of this machine, one
+single-threaded worker process per core; `tcp://host:8786`, on an existing Dask cluster
+(`dask scheduler` plus `dask worker`s on several hosts, dask-kubernetes, Coiled), whose
+workers read the event lake and write the offline table by the same settings.
 """
 
 import hashlib
+import os
 from collections.abc import Iterable
 
 import numpy as np
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.settings import Settings
 
 
 def shard_of(user_id: str, count: int) -> int:
@@ -59,3 +71,21 @@ class Shard(BaseModel):
 
 
 WHOLE = Shard(index=0, count=1)
+
+
+def task_runner(settings: Settings) -> TaskRunner:
+    """The task runner of the shards' tasks (see the module docstring)."""
+    if settings.dask_address is None:
+        return ThreadPoolTaskRunner()
+    from prefect_dask import DaskTaskRunner
+
+    if settings.dask_address == "local":
+        workers = os.cpu_count() or 1
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": workers,
+                "threads_per_worker": 1,
+                "dashboard_address": None,
+            }
+        )
+    return DaskTaskRunner(address=settings.dask_address)

@@ -19,6 +19,7 @@ ENV_VARS = {
     "event_sink": "TIPML_EVENT_SINK",
     "nats_url": "TIPML_NATS_URL",
     "nats_namespace": "TIPML_NATS_NAMESPACE",
+    "dask_address": "TIPML_DASK_ADDRESS",
 }
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 NatsUrl = Annotated[str, Field(pattern=r"^(nats|tls|ws|wss)://\S+$")]
@@ -73,6 +74,14 @@ class Settings(BaseModel):
         default="",
         description="Streams NAME_<ns> on <ns>.* subjects, apart from the live ones (tests, "
         "benches).",
+    )
+
+    dask_address: str | None = Field(
+        default=None,
+        pattern=r"^(local|(tcp|tls|inproc|ucx)://\S+)$",
+        description="Where the batch flows run their user shards: unset = threads in the flow's "
+        "process; local = a Dask cluster on this machine; tcp://host:8786 = an existing Dask "
+        "scheduler.",
     )
 
     @classmethod

@@ -27,3 +27,19 @@ def test_a_shard_names_an_index_below_its_count():
     assert [s.name for s in Shard.all(3)] == ["0-of-3", "1-of-3", "2-of-3"]
     with pytest.raises(ValueError, match="not below the count"):
         Shard(index=3, count=3)
+
+
+def test_where_shards_run_is_configuration_only():
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from flows.shards import task_runner
+    from service.settings import Settings
+
+    assert isinstance(task_runner(Settings()), ThreadPoolTaskRunner)
+    local = task_runner(Settings(dask_address="local"))
+    assert isinstance(local, DaskTaskRunner) and local.address is None
+    remote = task_runner(Settings(dask_address="tcp://10.0.0.5:8786"))
+    assert remote.address == "tcp://10.0.0.5:8786"
+    with pytest.raises(ValueError, match="dask_address"):
+        Settings(dask_address="http://10.0.0.5:8786")
