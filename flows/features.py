@@ -4,6 +4,10 @@ Each run computes the days since the last computed day, plus `overlap_days` befo
 late events are picked up, from the state kept at its first day: it reads only those days'
 events (flows/featurestore/profile_update.py). Rewriting a day replaces its file, so reruns
 are idempotent; `full` recomputes every day from all events.
+
+Users split into `shards` (flows/shards.py), each a task that computes its users' profiles
+and writes their latest rows online; the materialized interval is recorded once every shard
+is written, so a failed shard leaves the next run to write it again.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -13,7 +17,13 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from feature_repo.bounds import UtcDatetime
-from flows.featurestore.materialize import MaterializeReport, materialize_profiles
+from flows.featurestore.materialize import (
+    MaterializeReport,
+    MaterializeWindow,
+    materialize_rows,
+    materialize_window,
+    record_materialization,
+)
 from flows.featurestore.offline_table import retire_other_counts
 from flows.featurestore.profile_update import ProfileUpdate, update_profiles
 from flows.shards import Shard, task_runner
@@ -47,44 +57,59 @@ class FeaturesReport(BaseModel):
     materialized: MaterializeReport
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def compute_profiles(
-    settings: Settings, params: FeaturesParams, as_of: datetime, shard: Shard
-) -> ProfileUpdate:
-    return update_profiles(settings, as_of, params.overlap_days, params.full, shard)
-
-
-@flow(name="profile-shards")
-def profile_shards(settings: Settings, params: FeaturesParams, as_of: datetime) -> ProfileUpdate:
-    """Every shard's profiles, one task each, on the runner the settings name."""
-    futures = compute_profiles.map(
-        unmapped(settings), unmapped(params), unmapped(as_of), Shard.all(params.shards)
-    )
-    return ProfileUpdate.combined(futures.result())
+class ShardReport(BaseModel):
+    profiles: ProfileUpdate
+    materialized: MaterializeReport
 
 
 @task(cache_policy=NO_CACHE)
-def retire_old_shards(settings: Settings, count: int) -> int:
-    return retire_other_counts(settings, count)
-
-
-@task(cache_policy=NO_CACHE)
-def materialize(settings: Settings, params: FeaturesParams, end: datetime) -> MaterializeReport:
-    logger = get_run_logger()
+def open_online(settings: Settings, params: FeaturesParams, as_of: datetime) -> MaterializeWindow:
+    """Apply the definitions, and the window of rows this run writes online."""
     store = open_store(settings)
     apply_definitions(store)
+    return materialize_window(store, as_of, timedelta(days=params.overlap_days))
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def shard_features(
+    settings: Settings,
+    params: FeaturesParams,
+    as_of: datetime,
+    window: MaterializeWindow,
+    shard: Shard,
+) -> ShardReport:
+    """One shard: its users' profiles into the offline table, then their latest rows online."""
+    logger = get_run_logger()
+    update = update_profiles(settings, as_of, params.overlap_days, params.full, shard)
 
     def progress(done: int, total: int) -> None:
-        logger.info("materialized %d/%d users", done, total)
+        logger.info("shard %s: materialized %d/%d users", shard.name, done, total)
 
-    return materialize_profiles(
-        store,
-        settings,
-        end=end,
-        overlap=timedelta(days=params.overlap_days),
-        chunk_size=params.chunk_size,
-        progress=progress,
+    store = open_store(settings)
+    online = materialize_rows(store, settings, window, params.chunk_size, shard, progress)
+    return ShardReport(profiles=update, materialized=online)
+
+
+@flow(name="feature-shards")
+def feature_shards(
+    settings: Settings, params: FeaturesParams, as_of: datetime, window: MaterializeWindow
+) -> list[ShardReport]:
+    """Every shard, one task each, on the runner the settings name (flows/shards.py)."""
+    futures = shard_features.map(
+        unmapped(settings),
+        unmapped(params),
+        unmapped(as_of),
+        unmapped(window),
+        Shard.all(params.shards),
     )
+    return futures.result()
+
+
+@task(cache_policy=NO_CACHE)
+def close_online(settings: Settings, params: FeaturesParams, window: MaterializeWindow) -> None:
+    """Once every shard is written: retire another shard count's files, record the interval."""
+    retire_other_counts(settings, params.shards)
+    record_materialization(open_store(settings), window)
 
 
 @flow(name="features")
@@ -96,25 +121,28 @@ def features(
     logger = get_run_logger()
     as_of = params.as_of or datetime.now(UTC)
 
+    window = open_online(settings, params, as_of)
     runner = task_runner(settings)
-    update = profile_shards.with_options(task_runner=runner)(settings, params, as_of)
-    retire_old_shards(settings, params.shards)
+    shards = feature_shards.with_options(task_runner=runner)(settings, params, as_of, window)
+    close_online(settings, params, window)
+    update = ProfileUpdate.combined([s.profiles for s in shards])
+    online = MaterializeReport(
+        start=window.start,
+        end=window.end,
+        users=sum(s.materialized.users for s in shards),
+        chunks=sum(s.materialized.chunks for s in shards),
+    )
     logger.info(
-        "%s run (%s): %d as-of days from %d events",
+        "%s run (%s): %d as-of days from %d events; %d users online (window %s .. %s)",
         update.mode,
         update.reason,
         len(update.days_computed),
         update.events_read,
+        online.users,
+        window.start.isoformat(),
+        window.end.isoformat(),
     )
-    report = materialize(settings, params, as_of)
-    logger.info(
-        "materialized %d users as of %s (window %s .. %s)",
-        report.users,
-        as_of.isoformat(),
-        report.start.isoformat(),
-        report.end.isoformat(),
-    )
-    return FeaturesReport(profiles=update, materialized=report)
+    return FeaturesReport(profiles=update, materialized=online)
 
 
 if __name__ == "__main__":

@@ -94,14 +94,17 @@ def retire_other_counts(settings: Settings, count: int) -> int:
     return len(stale)
 
 
-def read_range(settings: Settings, start: datetime, end: datetime) -> pd.DataFrame:
-    """Rows with start <= event_timestamp <= end, the window Feast materializes, ordered by
-    time and user as one unsharded run writes them."""
+def read_range(
+    settings: Settings, start: datetime, end: datetime, shard: Shard | None = None
+) -> pd.DataFrame:
+    """Rows with start <= event_timestamp <= end (of `shard`, or of all), the window Feast
+    materializes, ordered by time and user as one unsharded run writes them."""
     files = [
         path
-        for day in partition_days(settings)
+        for day in partition_days(settings, shard)
         if start <= pd.Timestamp(day, tz="UTC") <= end
         for path in _files(settings, day)
+        if shard is None or path.stem == shard.name
     ]
     if not files:
         return SCHEMA.empty_table().to_pandas(types_mapper=_NULLABLE.get)

@@ -25,7 +25,10 @@ def run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 def test_demo_then_the_card_then_feast_cli_on_its_repo(tmp_path):
     home = tmp_path / "home"
-    env = os.environ | {ENV_VARS["home"]: str(home), "COLUMNS": "200"}
+    # Only the home: an MLflow URI another test left in the environment (set_tracking_uri
+    # exports it) would send the demo's registry elsewhere.
+    inherited = {k: v for k, v in os.environ.items() if k != ENV_VARS["mlflow_tracking_uri"]}
+    env = inherited | {ENV_VARS["home"]: str(home), "COLUMNS": "200"}
     demo = run([str(BIN / "tipml"), "demo", "--users", "150", "--days", "21"], tmp_path, env)
     assert "online features" in demo.stdout
     assert "new-user" in demo.stdout and "(missing)" in demo.stdout
