@@ -22,12 +22,16 @@ workers read the event lake and write the offline table by the same settings.
 import hashlib
 import os
 from collections.abc import Iterable
+from typing import Any, TypeVar
 
 import numpy as np
+from prefect import Task, flow, unmapped
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.settings import Settings
+
+R = TypeVar("R")
 
 
 def shard_of(user_id: str, count: int) -> int:
@@ -89,3 +93,20 @@ def task_runner(settings: Settings) -> TaskRunner:
             }
         )
     return DaskTaskRunner(address=settings.dask_address)
+
+
+def run_shards(
+    name: str, task: Task[..., R], settings: Settings, count: int, **same: Any
+) -> list[R]:
+    """`task(settings=settings, shard=shard, **same)` for every shard of `count`, each a task
+    run of the subflow `name` on `task_runner(settings)`; the results in shard order.
+
+    A subflow, because a flow's task runner is fixed when the flow starts: the calling flow's
+    own steps stay in its process, and only the shards go where the settings say.
+    """
+
+    def each_shard() -> list[R]:
+        for_all = {key: unmapped(value) for key, value in {"settings": settings, **same}.items()}
+        return task.map(**for_all, shard=Shard.all(count)).result()
+
+    return flow(each_shard, name=name, task_runner=task_runner(settings))()

@@ -1,20 +1,33 @@
 """Prefect flow `simulate`: write a simulated world's events to the event log.
 
 The event log is append-only and two worlds must never mix in it: a world goes into an empty
-log, or continues one the same world started (a crashed run resumes where its last batch of
+log, or continues one the same world started (a crashed run resumes where its last batches of
 users ended), or, with `reset`, replaces the old world and every store derived from it.
+
+Users split into `shards` (flows/shards.py), each a task that appends its users' events in
+batches, under a writer id naming the shard, and records after each batch how many of its
+users are written (`world/shards/<i>-of-<n>.json`: one file per task, so no two writers share
+one). Once every shard is done, world.json says every user is written and those files go.
+Each user's events come from that user's own random streams (flows/simulation/world.py), so
+the lake holds the same events, ids included, whatever the shard count. A rerun with another
+count than the crashed run's writes those shards' users again, and the lake's readers keep
+one copy of each event.
 """
 
 import json
 import shutil
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from feature_repo.bounds import EARLIEST, LATEST, AllDayDate
-from flows.simulation.world import World
+from flows.shards import Shard, run_shards
+from flows.simulation.world import World, user_id
 from service.events.lake import EventLake, open_lake
 from service.settings import Settings
 
@@ -33,6 +46,13 @@ class SimulateParams(BaseModel):
         default=None, description="First UTC day after the world (default: today)."
     )
     reset: bool = False
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=4096,
+        description="User shards written by separate tasks (flows/shards.py); the world is the "
+        "same whatever the count.",
+    )
 
     @field_validator("end")
     @classmethod
@@ -50,7 +70,8 @@ class SimulateParams(BaseModel):
 
 
 class WorldManifest(BaseModel):
-    """What world the event log holds, and how many of its users are fully written."""
+    """What world the event log holds, and that users 0 .. users_done - 1 are fully written
+    (every shard skips them; `users` once the world is complete)."""
 
     users: int
     days: int
@@ -67,10 +88,21 @@ class WorldManifest(BaseModel):
         )
 
 
+class ShardProgress(BaseModel):
+    """How many of a shard's users, in index order, are fully written."""
+
+    users_done: int
+
+
+class ShardWritten(BaseModel):
+    users_before: int  # the shard's users already written when its task began
+    events: int
+
+
 class SimulateReport(BaseModel):
     users: int
     events: int
-    resumed_at_user: int
+    resumed_at_user: int  # users already written when the run began (one shard: where it resumed)
     start: datetime
     end: datetime
 
@@ -79,22 +111,31 @@ class WorldExistsError(RuntimeError):
     pass
 
 
-def _manifest_path(settings: Settings):
+def _manifest_path(settings: Settings) -> Path:
     return settings.world_dir / "world.json"
 
 
-def _save_manifest(settings: Settings, manifest: WorldManifest) -> None:
-    path = _manifest_path(settings)
+def _progress_dir(settings: Settings) -> Path:
+    return settings.world_dir / "shards"
+
+
+def _progress_path(settings: Settings, shard: Shard) -> Path:
+    return _progress_dir(settings) / f"{shard.name}.json"
+
+
+def _save(path: Path, record: BaseModel) -> None:
+    """Replace `path` whole, so that a crash leaves the old record or the new one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(manifest.model_dump_json(indent=2))
+    tmp.write_text(record.model_dump_json(indent=2))
     tmp.replace(path)
 
 
-def plan(settings: Settings, params: SimulateParams, end: date) -> WorldManifest:
-    """The manifest to write under; raises before anything is written if worlds would mix."""
+def plan(settings: Settings, params: SimulateParams, end: date) -> tuple[WorldManifest, bool]:
+    """The manifest to write under, and whether it continues the world already in the lake;
+    raises before anything is written if worlds would mix."""
     wanted = WorldManifest(users=params.users, days=params.days, seed=params.seed, end=end)
     if params.reset or open_lake(settings).is_empty():
-        return wanted
+        return wanted, False
     path = _manifest_path(settings)
     existing = WorldManifest.model_validate_json(path.read_text()) if path.exists() else None
     if existing is None or not existing.same_world(wanted):
@@ -102,48 +143,82 @@ def plan(settings: Settings, params: SimulateParams, end: date) -> WorldManifest
             f"the event lake at {settings.events_location} holds another world; "
             "pass --reset to replace it (and the stores built from it) with this one"
         )
-    return existing
+    return existing, True
 
 
-@flow(name="simulate")
-def simulate(params: SimulateParams, settings: Settings | None = None) -> SimulateReport:
-    settings = settings or Settings.from_env()
-    logger = get_run_logger()
-    end = params.end or datetime.now(UTC).date()
-    manifest = plan(settings, params, end)
-    if params.reset:
-        # The lake may live outside the data dir (TIPML_EVENTS_URL): cleared on its own.
-        EventLake(settings.events_location).clear()
-        if settings.data_dir.exists():
-            shutil.rmtree(settings.data_dir)
-
-    world = World(
+def _world(params: SimulateParams, end: date) -> World:
+    return World(
         users=params.users,
         days=params.days,
         seed=params.seed,
         end=datetime.combine(end, time(), UTC),
     )
-    settings.world_dir.mkdir(parents=True, exist_ok=True)
+
+
+@task(cache_policy=NO_CACHE)
+def write_shard(
+    settings: Settings, params: SimulateParams, end: date, users_done: int, shard: Shard
+) -> ShardWritten:
+    """One shard's users' events, in batches from where its last recorded batch ended.
+
+    No retries: a failure reaches whoever runs the flow, and running it again resumes every
+    shard after its last recorded batch.
+    """
+    logger = get_run_logger()
+    world = _world(params, end)
+    mine = np.flatnonzero(shard.holds(user_id(i) for i in range(params.users)))
+    path = _progress_path(settings, shard)
+    saved = ShardProgress.model_validate_json(path.read_text()).users_done if path.exists() else 0
+    first = max(saved, int(np.searchsorted(mine, users_done)))
+    if first:
+        logger.info("shard %s: resuming after %d of its %d users", shard.name, first, len(mine))
+    lake = open_lake(settings, writer_id=f"{SIM_WRITER}-{shard.name}")
+    written = 0
+    for start in range(first, len(mine), USERS_PER_BATCH):
+        batch = mine[start : start + USERS_PER_BATCH]
+        written += lake.append(world.events(batch.tolist()))
+        done = start + len(batch)
+        _save(path, ShardProgress(users_done=done))
+        logger.info("shard %s: wrote %d/%d users (%d events)", shard.name, done, len(mine), written)
+    return ShardWritten(users_before=first, events=written)
+
+
+@flow(name="simulate")
+def simulate(params: SimulateParams, settings: Settings | None = None) -> SimulateReport:
+    settings = settings or Settings.from_env()
+    end = params.end or datetime.now(UTC).date()
+    manifest, resuming = plan(settings, params, end)
+    if params.reset:
+        # The lake may live outside the data dir (TIPML_EVENTS_URL): cleared on its own.
+        EventLake(settings.events_location).clear()
+        if settings.data_dir.exists():
+            shutil.rmtree(settings.data_dir)
+    if not resuming:
+        # Progress recorded for a world the lake no longer holds (another TIPML_EVENTS_URL).
+        shutil.rmtree(_progress_dir(settings), ignore_errors=True)
+
+    world = _world(params, end)
+    _progress_dir(settings).mkdir(parents=True, exist_ok=True)
     truth = pd.DataFrame([u.model_dump() for u in world.users])
     truth["receptivity"] = truth["receptivity"].map(json.dumps)
     truth.to_parquet(settings.world_dir / "users.parquet", index=False)
-    _save_manifest(settings, manifest)
+    _save(_manifest_path(settings), manifest)
 
-    log = open_lake(settings, writer_id=SIM_WRITER)
-    resumed_at = manifest.users_done
-    if resumed_at:
-        logger.info("resuming the world at user %d of %d", resumed_at, params.users)
-    written = 0
-    for first in range(resumed_at, params.users, USERS_PER_BATCH):
-        users = range(first, min(first + USERS_PER_BATCH, params.users))
-        written += log.append(world.events(users))
-        manifest = manifest.model_copy(update={"users_done": users.stop})
-        _save_manifest(settings, manifest)
-        logger.info("wrote %d/%d users (%d events)", users.stop, params.users, written)
+    shards = run_shards(
+        "simulate-shards",
+        write_shard,
+        settings,
+        params.shards,
+        params=params,
+        end=end,
+        users_done=manifest.users_done,
+    )
+    _save(_manifest_path(settings), manifest.model_copy(update={"users_done": params.users}))
+    shutil.rmtree(_progress_dir(settings))
     return SimulateReport(
         users=params.users,
-        events=written,
-        resumed_at_user=resumed_at,
+        events=sum(s.events for s in shards),
+        resumed_at_user=sum(s.users_before for s in shards),
         start=world.start,
         end=world.end,
     )

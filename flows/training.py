@@ -1,13 +1,22 @@
 """Prefect flow `training`: logged impressions -> point-in-time training set -> calibrated
 scorer -> MLflow run, registered version `tip-scorer@challenger`, model card.
 
-Each step is a task over flows/modeling/: build (the point-in-time read), split (by day, or
-NotEnoughData), fit (every candidate; the lowest validation log loss is chosen), evaluate
-(metrics against the oracle, fairness slices) and register (run, version, tags, card, alias).
-Only build retries: it reads the event log and the Feast offline store and writes nothing, so
-another try is safe and may outlast a passing I/O error. Split, fit and evaluate are
-deterministic and would fail the same way again; a retried register would log a second run and
-register a second version.
+Each step is a task over flows/modeling/: build (the labelled impressions, then the
+point-in-time read), split (by day, or NotEnoughData), fit (every candidate; the lowest
+validation log loss is chosen), evaluate (metrics against the oracle, fairness slices) and
+register (run, version, tags, card, alias). Only the build's tasks retry: they read the event
+log and the Feast offline store and write nothing, so another try is safe and may outlast a
+passing I/O error. Split, fit and evaluate are deterministic and would fail the same way
+again; a retried register would log a second run and register a second version.
+
+The point-in-time read runs per user shard (flows/shards.py), one task each in the subflow
+`training-set-shards` on the runner TIPML_DASK_ADDRESS names, and the rows are put back in the
+impressions' order: the same training set whatever the count. Each shard's read still scans
+the whole offline table (Feast's offline store reads its FileSource's glob, every shard's
+files), so shards divide the join and the model-row assembly, not that scan. In threads (no
+TIPML_DASK_ADDRESS) the Feast reads take turns, one per process at a time
+(flows/modeling/training_set.py); on Dask workers they run side by side. The fit stays in the
+flow's process.
 """
 
 import time
@@ -15,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Self
 
 import pandas as pd
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -27,9 +36,12 @@ from flows.modeling.scorer_models import Candidates, Fitted, fit_candidates
 from flows.modeling.training_set import (
     TrainingSet,
     build_training_set,
+    in_impression_order,
     labelled_impressions,
+    shard_impressions,
     split_training_set,
 )
+from flows.shards import task_runner
 from service.events.lake import open_lake
 from service.scoring.feature_store import open_store
 from service.scoring.model_names import MODEL_NAME
@@ -53,6 +65,13 @@ class TrainParams(BaseModel):
     )
     min_rows: int = Field(default=1000, ge=10, description="Per split, or the run fails.")
     feature_service: str = Field(default=tip_scorer_v1.name, min_length=1)
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=4096,
+        description="User shards whose point-in-time reads run as separate tasks "
+        "(flows/shards.py); the training set is the same whatever the count.",
+    )
 
     @model_validator(mode="after")
     def _history_covers_validation(self) -> Self:
@@ -71,10 +90,25 @@ class TrainReport(BaseModel):
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
-def build(settings: Settings, params: TrainParams, as_of: datetime) -> pd.DataFrame:
+def read_impressions(settings: Settings, params: TrainParams, as_of: datetime) -> pd.DataFrame:
     start = as_of.astimezone(UTC).date() - timedelta(days=params.history_days)
-    impressions = labelled_impressions(open_lake(settings), as_of, start)
+    return labelled_impressions(open_lake(settings), as_of, start)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
+def build_shard(settings: Settings, params: TrainParams, impressions: pd.DataFrame) -> pd.DataFrame:
     return build_training_set(open_store(settings), settings, impressions, params.feature_service)
+
+
+@flow(name="training-set-shards")
+def training_set_shards(settings: Settings, params: TrainParams, as_of: datetime) -> pd.DataFrame:
+    """The training set, each shard's rows a task on the runner the settings name; the
+    impressions are read once, here, and each task gets only its shard's."""
+    impressions = read_impressions(settings, params, as_of)
+    futures = build_shard.map(
+        unmapped(settings), unmapped(params), shard_impressions(impressions, params.shards)
+    )
+    return in_impression_order(futures.result(), impressions)
 
 
 @task(cache_policy=NO_CACHE)
@@ -122,7 +156,8 @@ def training(params: TrainParams | None = None, settings: Settings | None = None
     as_of = params.as_of or datetime.now(UTC)
 
     started = time.perf_counter()
-    rows = build(settings, params, as_of)
+    runner = task_runner(settings)
+    rows = training_set_shards.with_options(task_runner=runner)(settings, params, as_of)
     build_seconds = time.perf_counter() - started
     data = split(rows, params, as_of)
     candidates = fit(data)

@@ -53,12 +53,17 @@ def simulate(
         str | None, typer.Option(help="First UTC day after the world (default: today).")
     ] = None,
     reset: Annotated[bool, typer.Option(help="Replace an existing world and its stores.")] = False,
+    shards: Annotated[
+        int, typer.Option(help="User shards, each its own task (the same world for any count).")
+    ] = 1,
 ) -> None:
     """Simulate users, tasks, tips and reactions into the event log."""
     from flows.simulate import SimulateParams, WorldExistsError
     from flows.simulate import simulate as simulate_flow
 
-    params = validated(SimulateParams, users=users, days=days, seed=seed, end=end, reset=reset)
+    params = validated(
+        SimulateParams, users=users, days=days, seed=seed, end=end, reset=reset, shards=shards
+    )
     try:
         report = simulate_flow(params, settings_of(ctx))
     except WorldExistsError as exc:
@@ -167,6 +172,10 @@ def train(
         int, typer.Option(help="Days of impressions read (training and validation).")
     ] = 90,
     min_rows: Annotated[int, typer.Option(help="Minimum impressions per split.")] = 1000,
+    shards: Annotated[
+        int,
+        typer.Option(help="User shards whose training rows are built as separate tasks."),
+    ] = 1,
 ) -> None:
     """Run the `training` flow: train, evaluate and register tip-scorer@challenger."""
     from flows.modeling.training_set import NotEnoughData
@@ -179,6 +188,7 @@ def train(
         validation_days=validation_days,
         history_days=history_days,
         min_rows=min_rows,
+        shards=shards,
     )
     try:
         report = training_flow(params, settings_of(ctx))

@@ -5,8 +5,14 @@ Each impression was logged with the request context the recommender sent, so the
 read is the serving read replayed: FeatureService `tip_scorer_v1` through
 get_historical_features (profile as of the impression, context from the logged request),
 the shared TTL/fallback rule, and the shared model-row assembly.
+
+Every row depends on its own impression and its user's profile only, so the set can be built
+per user shard (flows/shards.py) and put back in the impressions' order, row for row what one
+build gives.
 """
 
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -17,6 +23,7 @@ from feast import FeatureStore
 from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.freshness import resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
+from flows.shards import shards_of
 from service.api.request import request_data
 from service.events.lake import EventLake
 from service.events.models import ATTRIBUTION_WINDOW
@@ -35,6 +42,10 @@ META_COLUMNS = (
     "oracle_p_accept",
     "accepted",
 )
+# One historical read at a time in a process: offline_reads changes the process's working
+# directory, and Feast's DuckDB reads share ibis's default connection, so shards built in
+# threads would read through each other's.
+_HISTORICAL_READS = threading.Lock()
 
 
 def labelled_impressions(
@@ -98,10 +109,11 @@ def labelled_impressions(
 def build_training_set(
     store: FeatureStore, settings: Settings, impressions: pd.DataFrame, feature_service: str
 ) -> pd.DataFrame:
-    """MODEL_FEATURES plus META_COLUMNS, one row per impression, in the impressions' order."""
+    """MODEL_FEATURES plus META_COLUMNS, one row per impression, in the impressions' order and
+    with their index (so a shard's rows keep their places in the whole)."""
     entity_df = impressions[["user_id", "event_timestamp", *REQUEST_FIELDS]].copy()
     entity_df["row"] = range(len(entity_df))
-    with offline_reads(settings):
+    with _HISTORICAL_READS, offline_reads(settings):
         historical = store.get_historical_features(
             entity_df=entity_df, features=store.get_feature_service(feature_service)
         ).to_df()
@@ -120,7 +132,23 @@ def build_training_set(
     )
     for column in META_COLUMNS:
         rows[column] = impressions[column].to_numpy()
-    return rows[[*MODEL_FEATURES, *META_COLUMNS]]
+    return rows[[*MODEL_FEATURES, *META_COLUMNS]].set_axis(impressions.index)
+
+
+def shard_impressions(impressions: pd.DataFrame, count: int) -> list[pd.DataFrame]:
+    """The impressions of each of `count` shards' users, each keeping its index; a shard with
+    none is left out (it has nothing to read, and Feast's answer for no rows has looser column
+    types, which would loosen the concatenation's), and with no impressions at all, the one
+    empty frame is its own part."""
+    shard = shards_of(impressions["user_id"], count)
+    parts = [impressions[shard == index] for index in range(count)]
+    return [part for part in parts if len(part)] or [impressions]
+
+
+def in_impression_order(parts: Iterable[pd.DataFrame], impressions: pd.DataFrame) -> pd.DataFrame:
+    """`build_training_set` of each of `shard_impressions`'s parts, back in one frame in the
+    impressions' order: what one build of `impressions` gives."""
+    return pd.concat(parts).reindex(impressions.index)
 
 
 class NotEnoughData(RuntimeError):

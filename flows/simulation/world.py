@@ -9,9 +9,10 @@ drawn here can be computed from the impressions themselves.
 import math
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from functools import cached_property
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -366,8 +367,17 @@ class _UserSim:
         return [decision, impression, feedback]
 
 
+def user_id(index: int) -> str:
+    """The id of a world's user at `index`, known before the user is drawn (shards use it)."""
+    return f"u{index:06d}"
+
+
 class World:
-    """Users and their events over `days` UTC days ending at `end` (exclusive)."""
+    """Users and their events over `days` UTC days ending at `end` (exclusive).
+
+    Each user is drawn from its own random streams, seeded by (seed, user index), so any
+    subset of users (a shard of them) gets exactly the events the whole world gives them.
+    """
 
     def __init__(self, users: int, days: int, seed: int, end: datetime) -> None:
         if users < 1 or days < 1:
@@ -378,7 +388,12 @@ class World:
         self.days = days
         self.end = end.astimezone(UTC)
         self.start = self.end - timedelta(days=days)
-        self.users = [self._make_user(i) for i in range(users)]
+        self.user_count = users
+
+    @cached_property
+    def users(self) -> list[SimUser]:
+        """Every user, drawn on first use: a shard's events need only its own users."""
+        return [self._make_user(i) for i in range(self.user_count)]
 
     def _rng(self, user_index: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, user_index, stream])
@@ -388,7 +403,7 @@ class World:
         persona = PERSONAS[index % len(PERSONAS)]
         newcomer = self.days > 1 and rng.random() < 0.3
         return SimUser(
-            user_id=f"u{index:06d}",
+            user_id=user_id(index),
             persona=persona.name,
             timezone=str(rng.choice(persona.timezones)),
             preferred_hour=round(persona.active_hour + rng.normal(0, 1.0)) % 24,
@@ -399,11 +414,14 @@ class World:
             },
         )
 
-    def events(self, users: range | None = None) -> Iterator[Event]:
-        """Events inside the window for the users at `users` (all by default), user by user."""
+    def events(self, users: Iterable[int] | None = None) -> Iterator[Event]:
+        """Events inside the window for the users at the indexes `users` (all by default),
+        user by user."""
         personas = {p.name: p for p in PERSONAS}
-        for index in users if users is not None else range(len(self.users)):
-            user = self.users[index]
+        for index in users if users is not None else range(self.user_count):
+            if not 0 <= index < self.user_count:
+                raise IndexError(f"user {index} is not among the world's {self.user_count}")
+            user = self._make_user(index)
             sim = _UserSim(user, personas[user.persona], self._rng(index, 1))
             first = self.start + timedelta(days=user.first_day)
             local_days = self.days - user.first_day + 1
