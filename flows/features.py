@@ -12,7 +12,7 @@ is written, so a failed shard leaves the next run to write it again.
 
 from datetime import UTC, datetime, timedelta
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,7 +26,7 @@ from flows.featurestore.materialize import (
 )
 from flows.featurestore.offline_table import retire_other_counts
 from flows.featurestore.profile_update import ProfileUpdate, update_profiles
-from flows.shards import Shard, task_runner
+from flows.shards import Shard, run_shards
 from service.scoring.feature_store import apply_definitions, open_store
 from service.settings import Settings
 
@@ -90,21 +90,6 @@ def shard_features(
     return ShardReport(profiles=update, materialized=online)
 
 
-@flow(name="feature-shards")
-def feature_shards(
-    settings: Settings, params: FeaturesParams, as_of: datetime, window: MaterializeWindow
-) -> list[ShardReport]:
-    """Every shard, one task each, on the runner the settings name (flows/shards.py)."""
-    futures = shard_features.map(
-        unmapped(settings),
-        unmapped(params),
-        unmapped(as_of),
-        unmapped(window),
-        Shard.all(params.shards),
-    )
-    return futures.result()
-
-
 @task(cache_policy=NO_CACHE)
 def close_online(settings: Settings, params: FeaturesParams, window: MaterializeWindow) -> None:
     """Once every shard is written: retire another shard count's files, record the interval."""
@@ -122,8 +107,15 @@ def features(
     as_of = params.as_of or datetime.now(UTC)
 
     window = open_online(settings, params, as_of)
-    runner = task_runner(settings)
-    shards = feature_shards.with_options(task_runner=runner)(settings, params, as_of, window)
+    shards = run_shards(
+        "feature-shards",
+        shard_features,
+        settings,
+        params.shards,
+        params=params,
+        as_of=as_of,
+        window=window,
+    )
     close_online(settings, params, window)
     update = ProfileUpdate.combined([s.profiles for s in shards])
     online = MaterializeReport(
