@@ -27,7 +27,6 @@ import math
 import os
 import shutil
 import uuid
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -44,7 +43,6 @@ from feature_repo.profile_transforms import (
     REACTION_HORIZON,
     USER_STATE_COLUMNS,
     WINDOW_DAYS,
-    EventFrames,
     ProfileStart,
     ProfileState,
     empty_aggregates,
@@ -186,18 +184,6 @@ def _drop_states(settings: Settings, keep: set[date], shard: Shard = WHOLE) -> N
             shutil.rmtree(state_root(settings, shard) / "states" / day.isoformat())
 
 
-def shard_frames(frames: EventFrames, shard: Shard) -> EventFrames:
-    """The events of `shard`'s users (completions join their tasks by id, so all are kept)."""
-    if shard.count == 1:
-        return frames
-    return replace(
-        frames,
-        tasks=frames.tasks[shard.holds(frames.tasks["user_id"])],
-        impressions=frames.impressions[shard.holds(frames.impressions["user_id"])],
-        feedback=frames.feedback[shard.holds(frames.feedback["user_id"])],
-    )
-
-
 def update_profiles(
     settings: Settings,
     as_of: datetime,
@@ -235,7 +221,7 @@ def update_profiles(
     end = last - timedelta(days=1)
     if start is None:
         log.info("features: full recompute (%s)", reason)
-        frames = shard_frames(load_event_frames(lake, None, end), shard)
+        frames = load_event_frames(lake, None, end, shard)
         first_event = frames.first_day()
         days = (
             [first_event + timedelta(days=i) for i in range(1, (last - first_event).days + 1)]
@@ -245,7 +231,7 @@ def update_profiles(
     else:
         first = start.state.as_of
         lookback = math.ceil(REACTION_HORIZON / DAY)
-        frames = shard_frames(load_event_frames(lake, first - timedelta(days=lookback), end), shard)
+        frames = load_event_frames(lake, first - timedelta(days=lookback), end, shard)
         days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     keep = days[-(overlap_days + 1) :]
     run = run_profiles(frames, days, start, keep_states=keep)

@@ -31,7 +31,7 @@ import types
 import typing
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -266,12 +266,18 @@ class EventLake:
         start: date | None = None,
         end: date | None = None,
         columns: Sequence[str] | None = None,
+        where: Callable[[pa.Table], pa.Array] | None = None,
     ) -> pa.Table:
         """Events of one type on UTC days [start, end] (inclusive, either open), each
         event_id's first copy, with `columns` (all when None; event_id always read).
 
         A column may name a field inside a struct, `context.timezone`: only that field is
         read from the file, into a column of that name.
+
+        `where` keeps the rows it marks true, as each file is read (it sees the file's
+        `columns`): a reader of a few of many users holds only theirs, never the whole window.
+        It must mark every copy of an event alike (a function of the event's own fields), so
+        that filtering before the first-copy rule is the same as after it.
         """
         skipped: Counter[str] = Counter()
         schema = SCHEMAS[kind]
@@ -284,7 +290,8 @@ class EventLake:
             for path in self.day_files(kind, day):
                 try:
                     table = pq.read_table(path, columns=read_columns, filesystem=self.storage.fs)
-                    tables.append(table.rename_columns(read_columns))
+                    table = table.rename_columns(read_columns)
+                    tables.append(table if where is None else table.filter(where(table)))
                 except (OSError, pa.ArrowException) as exc:
                     skipped["unreadable"] += 1
                     log.warning("%s: unreadable, skipped: %s", path, type(exc).__name__)

@@ -1,4 +1,4 @@
-"""User shards: a stable assignment, and sharded profiles equal to unsharded ones."""
+"""User shards: a stable assignment, where they run, and a shard's read of the lake."""
 
 import hashlib
 
@@ -43,3 +43,22 @@ def test_where_shards_run_is_configuration_only():
     assert remote.address == "tcp://10.0.0.5:8786"
     with pytest.raises(ValueError, match="dask_address"):
         Settings(dask_address="http://10.0.0.5:8786")
+
+
+def test_a_shards_events_are_its_users_rows_of_the_whole_read(tmp_path):
+    from flows.featurestore.event_frames import load_event_frames
+    from flows.simulation.world import World
+    from service.events.lake import EventLake
+    from tests.conftest import WORLD_END_TS
+
+    lake = EventLake(tmp_path, "w1")
+    lake.append(World(users=30, days=6, seed=3, end=WORLD_END_TS).events())
+    whole = load_event_frames(lake)
+    parts = [load_event_frames(lake, shard=shard) for shard in Shard.all(3)]
+    for name in ("tasks", "impressions", "feedback"):
+        frame = getattr(whole, name)
+        for shard, part in zip(Shard.all(3), parts, strict=True):
+            mine = frame[shard.holds(frame["user_id"])].reset_index(drop=True)
+            assert getattr(part, name).equals(mine), (name, shard.name)
+        assert sum(len(getattr(p, name)) for p in parts) == len(frame) > 0
+    assert all(p.completions.equals(whole.completions) for p in parts)

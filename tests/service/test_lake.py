@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -75,6 +76,23 @@ def test_a_window_reads_only_its_days_and_columns(tmp_path):
     assert window.column_names == ["reaction"] and len(window) == 3
     assert not lake.skipped
     assert len(lake.read("feedback")) == 4 and lake.skipped == {"unreadable": 1}
+
+
+def test_a_row_filter_applied_per_file_keeps_what_filtering_the_whole_read_keeps(tmp_path):
+    day = WORLD_END - timedelta(days=1)
+    first, second = EventLake(tmp_path, "w1"), EventLake(tmp_path, "w2")
+    first.append([feedback("a", day), feedback("b", day, "dismissed")])
+    second.append([feedback("a", day, "ignored"), feedback("c", day, "dismissed")])
+    lake = EventLake(tmp_path)
+
+    def dismissed(table: pa.Table) -> pa.Array:
+        return pc.equal(table["reaction"], "dismissed")
+
+    columns = ["event_id", "reaction"]
+    whole = lake.read("feedback", columns=columns)
+    kept = lake.read("feedback", columns=columns, where=dismissed)
+    assert kept.to_pylist() == whole.filter(dismissed(whole)).to_pylist()
+    assert kept["event_id"].to_pylist() == ["b", "c"]
 
 
 def test_a_field_inside_a_struct_is_read_alone_under_its_path(tmp_path):
