@@ -21,11 +21,12 @@ workers read the event lake and write the offline table by the same settings.
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any, TypeVar
 
 import numpy as np
+import pyarrow as pa
 from prefect import Task, flow, unmapped
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -78,6 +79,13 @@ class Shard(BaseModel):
     def holds(self, user_ids: Iterable[str]) -> np.ndarray:
         """Which of `user_ids` are this shard's."""
         return shards_of(user_ids, self.count) == self.index
+
+    def lake_filter(self) -> Callable[[pa.Table], pa.Array] | None:
+        """The row filter of an EventLake.read that keeps this shard's users' events (read
+        with their `user_id`), or None for the whole."""
+        if self.count == 1:
+            return None
+        return lambda table: pa.array(self.holds(table["user_id"].to_pylist()))
 
 
 WHOLE = Shard(index=0, count=1)

@@ -9,11 +9,12 @@ log and the Feast offline store and write nothing, so another try is safe and ma
 passing I/O error. Split, fit and evaluate are deterministic and would fail the same way
 again; a retried register would log a second run and register a second version.
 
-The point-in-time read runs per user shard (flows/shards.py), one task each in the subflow
-`training-set-shards` on the runner TIPML_DASK_ADDRESS names, and the rows are put back in the
-impressions' order: the same training set whatever the count. Each shard's read still scans
-the whole offline table (Feast's offline store reads its FileSource's glob, every shard's
-files), so shards divide the join and the model-row assembly, not that scan. In threads (no
+The build runs per user shard (flows/shards.py), one task each in the subflow
+`training-set-shards` on the runner TIPML_DASK_ADDRESS names: a task reads its users'
+labelled impressions and runs their point-in-time read, and the rows are put in time order:
+the same training set whatever the count. Each shard's read still scans the whole offline
+table (Feast's offline store reads its FileSource's glob, every shard's files), so shards
+divide the impressions, the join and the model-row assembly, not that scan. In threads (no
 TIPML_DASK_ADDRESS) the Feast reads take turns, one per process at a time
 (flows/modeling/training_set.py); on Dask workers they run side by side. The fit stays in the
 flow's process.
@@ -36,12 +37,11 @@ from flows.modeling.scorer_models import Candidates, Fitted, fit_candidates
 from flows.modeling.training_set import (
     TrainingSet,
     build_training_set,
-    in_impression_order,
+    in_training_order,
     labelled_impressions,
-    shard_impressions,
     split_training_set,
 )
-from flows.shards import task_runner
+from flows.shards import WHOLE, Shard, task_runner
 from service.events.lake import open_lake
 from service.scoring.feature_store import open_store
 from service.scoring.model_names import MODEL_NAME
@@ -90,25 +90,26 @@ class TrainReport(BaseModel):
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
-def read_impressions(settings: Settings, params: TrainParams, as_of: datetime) -> pd.DataFrame:
+def build_shard(
+    settings: Settings, params: TrainParams, as_of: datetime, shard: Shard
+) -> pd.DataFrame | None:
+    """`shard`'s labelled impressions and their point-in-time rows; None when it has none
+    (Feast's answer for no rows has looser column types, which would loosen the whole's)."""
     start = as_of.astimezone(UTC).date() - timedelta(days=params.history_days)
-    return labelled_impressions(open_lake(settings), as_of, start)
-
-
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
-def build_shard(settings: Settings, params: TrainParams, impressions: pd.DataFrame) -> pd.DataFrame:
+    impressions = labelled_impressions(open_lake(settings), as_of, start, shard)
+    if impressions.empty and shard.count > 1:
+        return None
     return build_training_set(open_store(settings), settings, impressions, params.feature_service)
 
 
 @flow(name="training-set-shards")
 def training_set_shards(settings: Settings, params: TrainParams, as_of: datetime) -> pd.DataFrame:
-    """The training set, each shard's rows a task on the runner the settings name; the
-    impressions are read once, here, and each task gets only its shard's."""
-    impressions = read_impressions(settings, params, as_of)
+    """The training set, each shard's read and rows a task on the runner the settings name."""
     futures = build_shard.map(
-        unmapped(settings), unmapped(params), shard_impressions(impressions, params.shards)
+        unmapped(settings), unmapped(params), unmapped(as_of), Shard.all(params.shards)
     )
-    return in_impression_order(futures.result(), impressions)
+    parts = [part for part in futures.result() if part is not None]
+    return in_training_order(parts or [build_shard.fn(settings, params, as_of, WHOLE)])
 
 
 @task(cache_policy=NO_CACHE)

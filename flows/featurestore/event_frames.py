@@ -2,8 +2,6 @@
 
 from datetime import date
 
-import pyarrow as pa
-
 from feature_repo.profile_transforms import EventFrames
 from flows.shards import WHOLE, Shard
 from service.events.lake import EventLake
@@ -18,11 +16,7 @@ def load_event_frames(
     Completions carry no user id (they join their task by id), so every shard reads them all:
     two narrow columns, the smallest of the four.
     """
-
-    def held(table: pa.Table) -> pa.Array:
-        return pa.array(shard.holds(table["user_id"].to_pylist()))
-
-    where = None if shard.count == 1 else held
+    where = shard.lake_filter()
     tasks = (
         lake.read(
             "task_created",

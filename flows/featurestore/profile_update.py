@@ -77,7 +77,8 @@ OPEN_TASKS_SCHEMA = pa.schema(
 
 
 class ProfileUpdate(BaseModel):
-    """What a run did: how it started, the as-of days it wrote and the raw events it read."""
+    """What a run did: how it started, the as-of days it wrote and the raw events it read
+    (summed over shards: each reads its users' events and every completion)."""
 
     mode: Literal["full", "incremental"]
     reason: str

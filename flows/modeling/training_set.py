@@ -6,9 +6,12 @@ read is the serving read replayed: FeatureService `tip_scorer_v1` through
 get_historical_features (profile as of the impression, context from the logged request),
 the shared TTL/fallback rule, and the shared model-row assembly.
 
-Every row depends on its own impression and its user's profile only, so the set can be built
-per user shard (flows/shards.py) and put back in the impressions' order, row for row what one
-build gives.
+Every row depends on its own impression and its user's profile only, so the set is built per
+user shard (flows/shards.py), each shard reading its own users' impressions, and put in one
+order, by time (`in_training_order`): row for row what one build gives. Memory is bounded by
+the shard, not the history: request contexts are decoded a batch at a time, and the
+point-in-time read takes HISTORICAL_CHUNK_ROWS impressions at a time (Feast's DuckDB join
+holds every profile row in the TTL of every impression it is given).
 """
 
 import threading
@@ -23,7 +26,7 @@ from feast import FeatureStore
 from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.freshness import resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
-from flows.shards import shards_of
+from flows.shards import WHOLE, Shard
 from service.api.request import request_data
 from service.events.lake import EventLake
 from service.events.models import ATTRIBUTION_WINDOW
@@ -42,6 +45,8 @@ META_COLUMNS = (
     "oracle_p_accept",
     "accepted",
 )
+HISTORICAL_CHUNK_ROWS = 25_000
+CONTEXT_BATCH_ROWS = 20_000
 # One historical read at a time in a process: offline_reads changes the process's working
 # directory, and Feast's DuckDB reads share ibis's default connection, so shards built in
 # threads would read through each other's.
@@ -49,16 +54,17 @@ _HISTORICAL_READS = threading.Lock()
 
 
 def labelled_impressions(
-    lake: EventLake, as_of: datetime, start: date | None = None
+    lake: EventLake, as_of: datetime, start: date | None = None, shard: Shard = WHOLE
 ) -> pd.DataFrame:
-    """Impressions before `as_of` (from UTC day `start`, when given) whose outcome is known by
-    then, with their request data.
+    """`shard`'s impressions before `as_of` (from UTC day `start`, when given) whose outcome is
+    known by then, with their request data.
 
     accepted = 1 when an "accepted" reaction arrived before `as_of`; 0 for any other reaction,
     or for silence once the attribution window has closed. Impressions still inside their
     window with no reaction yet are left out: their label is not known.
     """
     end = as_of.astimezone(UTC).date()
+    where = shard.lake_filter()
     shown = lake.read(
         "impression",
         start,
@@ -72,8 +78,8 @@ def labelled_impressions(
             "oracle_p_accept",
             "context",
         ],
+        where,
     )
-    contexts = shown["context"].to_pylist()
     frame = (
         shown.drop_columns("context").to_pandas().rename(columns={"timestamp": "event_timestamp"})
     )
@@ -82,7 +88,8 @@ def labelled_impressions(
             request_data(
                 c["timestamp"], c["timezone"], [(t["priority"], t["due"]) for t in c["tasks"]]
             )
-            for c in contexts
+            for first in range(0, len(shown), CONTEXT_BATCH_ROWS)
+            for c in shown["context"].slice(first, CONTEXT_BATCH_ROWS).to_pylist()
         ],
         columns=list(REQUEST_FIELDS),
     )
@@ -91,7 +98,7 @@ def labelled_impressions(
 
     # A reaction counts from its first copy in time: the user's first answer.
     reactions = (
-        lake.read("feedback", start, end, ["tip_id", "timestamp", "reaction"])
+        lake.read("feedback", start, end, ["user_id", "tip_id", "timestamp", "reaction"], where)
         .to_pandas()
         .sort_values("timestamp", kind="stable")
         .drop_duplicates("tip_id")
@@ -113,11 +120,13 @@ def build_training_set(
     with their index (so a shard's rows keep their places in the whole)."""
     entity_df = impressions[["user_id", "event_timestamp", *REQUEST_FIELDS]].copy()
     entity_df["row"] = range(len(entity_df))
+    service = store.get_feature_service(feature_service)
+    parts = []
     with _HISTORICAL_READS, offline_reads(settings):
-        historical = store.get_historical_features(
-            entity_df=entity_df, features=store.get_feature_service(feature_service)
-        ).to_df()
-    historical = historical.sort_values("row", ignore_index=True)
+        for first in range(0, max(len(entity_df), 1), HISTORICAL_CHUNK_ROWS):
+            chunk = entity_df.iloc[first : first + HISTORICAL_CHUNK_ROWS]
+            parts.append(store.get_historical_features(entity_df=chunk, features=service).to_df())
+    historical = pd.concat(parts, ignore_index=True).sort_values("row", ignore_index=True)
     if list(historical["row"]) != list(range(len(entity_df))):
         raise RuntimeError("the historical read did not return every impression exactly once")
     profile, _ = resolve_profiles(
@@ -131,24 +140,23 @@ def build_training_set(
         impressions["category"].to_numpy(),
     )
     for column in META_COLUMNS:
-        rows[column] = impressions[column].to_numpy()
+        values = impressions[column]
+        # Arrow strings: ~15 bytes a row instead of a Python object's ~60, in the one process
+        # that holds every shard's rows for the fit.
+        if values.dtype == object:
+            rows[column] = pd.array(values, dtype="string[pyarrow]")
+        else:
+            rows[column] = values.to_numpy()
     return rows[[*MODEL_FEATURES, *META_COLUMNS]].set_axis(impressions.index)
 
 
-def shard_impressions(impressions: pd.DataFrame, count: int) -> list[pd.DataFrame]:
-    """The impressions of each of `count` shards' users, each keeping its index; a shard with
-    none is left out (it has nothing to read, and Feast's answer for no rows has looser column
-    types, which would loosen the concatenation's), and with no impressions at all, the one
-    empty frame is its own part."""
-    shard = shards_of(impressions["user_id"], count)
-    parts = [impressions[shard == index] for index in range(count)]
-    return [part for part in parts if len(part)] or [impressions]
-
-
-def in_impression_order(parts: Iterable[pd.DataFrame], impressions: pd.DataFrame) -> pd.DataFrame:
-    """`build_training_set` of each of `shard_impressions`'s parts, back in one frame in the
-    impressions' order: what one build of `impressions` gives."""
-    return pd.concat(parts).reindex(impressions.index)
+def in_training_order(parts: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """`build_training_set`'s rows of one or more shards as one frame in one order: by
+    impression time, then tip and user, so any split into shards gives the same frame."""
+    rows = pd.concat(parts)
+    return rows.sort_values(
+        ["event_timestamp", "tip_id", "user_id"], kind="stable", ignore_index=True
+    )
 
 
 class NotEnoughData(RuntimeError):

@@ -13,9 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import flows.modeling.training_set
 import flows.simulate
 from flows.features import FeaturesParams, features
-from flows.modeling.training_set import build_training_set, labelled_impressions
+from flows.modeling.training_set import (
+    build_training_set,
+    in_training_order,
+    labelled_impressions,
+)
 from flows.shards import task_runner
 from flows.simulate import SimulateParams, simulate
 from flows.training import TrainParams, training, training_set_shards
@@ -114,7 +119,8 @@ def test_a_crashed_sharded_simulate_resumes_each_shard_where_it_stopped(
 def one_process_training_set(settings: Settings) -> pd.DataFrame:
     start = (AS_OF - timedelta(days=TRAIN.history_days)).date()
     impressions = labelled_impressions(open_lake(settings), AS_OF, start)
-    return build_training_set(open_store(settings), settings, impressions, TRAIN.feature_service)
+    rows = build_training_set(open_store(settings), settings, impressions, TRAIN.feature_service)
+    return in_training_order([rows])
 
 
 def copy_of(world: Settings, directory: Path, dask_address: str | None = None) -> Settings:
@@ -122,7 +128,15 @@ def copy_of(world: Settings, directory: Path, dask_address: str | None = None) -
     return Settings(home=directory, dask_address=dask_address)
 
 
-@pytest.mark.parametrize("shards", [3, 40])  # 40: most shards have no user, so no task
+def test_a_point_in_time_read_in_chunks_is_the_read_in_one(world, monkeypatch):
+    whole = one_process_training_set(world)
+    monkeypatch.setattr(flows.modeling.training_set, "HISTORICAL_CHUNK_ROWS", 97)
+    chunked = one_process_training_set(world)
+    assert len(whole) > 3 * 97
+    pd.testing.assert_frame_equal(chunked, whole, check_exact=True)
+
+
+@pytest.mark.parametrize("shards", [3, 40])  # 40: most shards have no user, so no rows
 def test_sharded_training_set_on_a_dask_cluster_is_the_one_process_set(
     world, cluster, tmp_path, shards
 ):
