@@ -33,6 +33,7 @@ perf: $(STAMP)
 	$(BIN)/python -m perf.bandit_regret
 	$(BIN)/python -m perf.ingest
 	$(BIN)/python -m perf.events
+	$(BIN)/python -m perf.scale
 
 clean:
 	rm -rf $(VENV) feature_repo/data
