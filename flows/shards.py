@@ -18,7 +18,7 @@ workers read the event lake and write the offline table by the same settings.
 
 Threads are the embedded default because they measured faster on the worlds one machine
 holds (perf/scale.py, 2 cores): at 5,000 users the features flow took 18.6 s in threads and
-33.2 s on `local`, and at 600 users every batch flow ran 6-9x faster in threads. A `local` run
+33.2 s on `local`, and at 600 users every batch flow ran 8-9x faster in threads. A `local` run
 starts its cluster, and each new worker pays its first Prefect task run and Feast store open;
 the per-shard work is pyarrow, pandas and DuckDB, which release the GIL. Threads share one
 process's memory, though: the 5,000-user training set peaked at 3.0 GiB in threads (every
