@@ -211,11 +211,12 @@ class Cluster:
 def vm_hwm_mb(pid: int) -> float:
     """The kernel's peak resident set of a live process, MiB (0 when it is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # the process has exited
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return 0.0
 
 
