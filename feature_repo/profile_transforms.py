@@ -62,7 +62,7 @@ class EventFrames:
     """Events as frames; all timestamps are tz-aware UTC.
 
     tasks: user_id, task_id, created, due, timezone (one row per created task)
-    completions: task_id, timestamp (one row per completion)
+    completions: user_id, task_id, timestamp (one row per completion, of its user's task)
     impressions: user_id, tip_id, timestamp, category, timezone
     feedback: user_id, tip_id, timestamp, reaction
     """
@@ -224,9 +224,13 @@ class _Counter:
 
 
 def _first_completions(tasks: pd.DataFrame, completions: pd.DataFrame) -> pd.Series:
-    """Each task row's first completion at or after its creation (NaT when none)."""
-    rows = tasks[["task_id", "created"]].reset_index(names="_row")
-    done = completions[["task_id", "timestamp"]].merge(rows, on="task_id")
+    """Each task row's first completion at or after its creation (NaT when none).
+
+    A completion completes its own user's task: the join is on (user_id, task_id), so a user's
+    profile depends on that user's events only, and a user shard computes it alone.
+    """
+    rows = tasks[["user_id", "task_id", "created"]].reset_index(names="_row")
+    done = completions[["user_id", "task_id", "timestamp"]].merge(rows, on=["user_id", "task_id"])
     done = done[done["timestamp"] >= done["created"]]
     first = done.groupby("_row")["timestamp"].min()
     return first.reindex(range(len(tasks))).set_axis(tasks.index).astype(tasks["created"].dtype)
@@ -257,14 +261,15 @@ def _count_tasks(counter: _Counter, tasks: pd.DataFrame) -> None:
 
 
 def _count_tips(counter: _Counter, impressions: pd.DataFrame, feedback: pd.DataFrame) -> None:
-    """Tips shown by impression time, reactions by feedback time, joined on tip_id within
-    REACTION_HORIZON."""
+    """Tips shown by impression time, reactions by feedback time, joined on (user_id, tip_id)
+    within REACTION_HORIZON: a reaction answers its own user's tip, so feedback naming another
+    user's tip changes no one's profile."""
     counter.add_by_category("shown", impressions, counter.day_index(impressions["timestamp"]))
 
-    lookup = impressions[["tip_id", "timestamp", "category", "timezone"]].rename(
+    lookup = impressions[["user_id", "tip_id", "timestamp", "category", "timezone"]].rename(
         columns={"timestamp": "shown_at"}
     )
-    reacted = feedback.merge(lookup, on="tip_id", how="inner")
+    reacted = feedback.merge(lookup, on=["user_id", "tip_id"], how="inner")
     delay = reacted["timestamp"] - reacted["shown_at"]
     reacted = reacted[(delay >= pd.Timedelta(0)) & (delay <= REACTION_HORIZON)]
     explicit = reacted[reacted["reaction"] != "ignored"]

@@ -2,13 +2,16 @@
 
 Every batch computation here is independent per user (a profile is rolling windows over one
 user's events; a training row joins one user's impression with that user's profile), so the
-work splits by user into `count` shards, each computed by the same code as the whole:
+work splits by user into `count` shards, each computed by the same code as the whole. A shard
+is a contiguous range of the users' hash (feature_repo/user_hash.py, h in [0, 2**63)):
 
-    shard_of(user_id, count) = first 8 bytes of SHA-256(user_id as UTF-8), big-endian, mod count
+    shard_of(user_id, count) = user_hash(user_id) * count // 2**63
 
-SHA-256, not Python's `hash()` (salted per process) or a library's hash (free to change with
-its version): every process, machine and release puts a user in the same shard. Changing the
-shard count moves most users, so a run with a new count recomputes in full.
+Ranges, not `hash mod count`, because the event lake sorts its files by the same hash: a
+shard's reader skips every file and row group outside its range (service/events/lake.py), so
+what it reads is its own users' events, whatever the world's size. Every process, machine and
+release puts a user in the same shard; changing the count moves users, so a run with a new
+count recomputes in full.
 
 Where the shards run is configuration only (`task_runner`, TIPML_DASK_ADDRESS): unset, in
 threads of the flow's own process; `local`, on a Dask cluster of this machine, one
@@ -17,48 +20,42 @@ single-threaded worker process per core; `tcp://host:8786`, on an existing Dask 
 workers read the event lake and write the offline table by the same settings.
 
 Threads are the embedded default because they measured faster on the worlds one machine
-holds (perf/scale.py, 2 cores): at 5,000 users the features flow took 18.6 s in threads and
-33.2 s on `local`, and at 600 users every batch flow ran 8-9x faster in threads. A `local` run
-starts its cluster, and each new worker pays its first Prefect task run and Feast store open;
-the per-shard work is pyarrow, pandas and DuckDB, which release the GIL. Threads share one
-process's memory, though: the 5,000-user training set peaked at 3.0 GiB in threads (every
-shard's impressions at once) and took 91 s, against 79 s and 1.4 GiB a process on `local`.
-When memory, not cores, is the limit, `local` is the better choice.
+holds (perf/scale.py, 2 cores): at 5,000 users the features flow took 8.8 s in threads and
+23.2 s on `local`, the daily run 3.2 s against 24.3 s. A `local` run starts its cluster, and
+each new worker imports and warms up before its first task; the per-shard work is pyarrow,
+pandas and DuckDB, which release the GIL. Threads share one process's memory, though: the
+5,000-user training set peaked at 1.7 GiB in threads (every shard's impressions at once) and
+took 56.8 s, against 51.1 s and under 1 GiB a process on `local`. When memory, not cores, is
+the limit, `local` is the better choice.
 """
 
-import hashlib
 import os
-from collections.abc import Callable, Iterable
-from functools import lru_cache
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import numpy as np
-import pyarrow as pa
 from prefect import Task, flow, unmapped
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from feature_repo.user_hash import HASH_BITS, HashRange, user_hash, user_hashes
 from service.settings import Settings
 
 R = TypeVar("R")
 
 
-# A shard's reader tests every row of every file it reads, most of them the same few users:
-# each process hashes an id once (2**18 ids, ~40 MB at most).
-@lru_cache(maxsize=1 << 18)
-def _user_hash(user_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(user_id.encode()).digest()[:8], "big")
-
-
 def shard_of(user_id: str, count: int) -> int:
     """The shard of `user_id` among `count` (see the module docstring)."""
-    return _user_hash(user_id) % count
+    return user_hash(user_id) * count >> HASH_BITS
 
 
 def shards_of(user_ids: Iterable[str], count: int) -> np.ndarray:
     """`shard_of` of each id."""
-    ids = list(user_ids)
-    return np.fromiter((shard_of(u, count) for u in ids), dtype=np.int64, count=len(ids))
+    return np.array([h * count >> HASH_BITS for h in user_hashes(user_ids).tolist()], np.int64)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 class Shard(BaseModel):
@@ -83,16 +80,33 @@ class Shard(BaseModel):
     def name(self) -> str:
         return f"{self.index}-of-{self.count}"
 
+    @property
+    def hash_range(self) -> HashRange:
+        """[first, last]: the user hashes of this shard's users, both ends included (the last
+        shard's last is 2**63 - 1, the largest int64)."""
+        return _ceil_div(self.index << HASH_BITS, self.count), _ceil_div(
+            (self.index + 1) << HASH_BITS, self.count
+        ) - 1
+
     def holds(self, user_ids: Iterable[str]) -> np.ndarray:
         """Which of `user_ids` are this shard's."""
-        return shards_of(user_ids, self.count) == self.index
+        first, last = self.hash_range
+        hashes = user_hashes(user_ids)
+        return (hashes >= first) & (hashes <= last)
 
-    def lake_filter(self) -> Callable[[pa.Table], pa.Array] | None:
-        """The row filter of an EventLake.read that keeps this shard's users' events (read
-        with their `user_id`), or None for the whole."""
-        if self.count == 1:
-            return None
-        return lambda table: pa.array(self.holds(table["user_id"].to_pylist()))
+    def sampled(self, fraction: float) -> HashRange | None:
+        """[first, last]: this shard's users among a `fraction` of all users, those whose hash
+        is below fraction * 2**63 (the same users whatever the shard count, run after run);
+        None when it holds none of them."""
+        first, last = self.hash_range
+        last = min(last, int(fraction * 2.0**HASH_BITS) - 1)
+        return (first, last) if first <= last else None
+
+    @property
+    def lake_users(self) -> HashRange | None:
+        """The `users` of an EventLake.read of this shard's users' events: its hash range, or
+        None for the whole."""
+        return None if self.count == 1 else self.hash_range
 
 
 WHOLE = Shard(index=0, count=1)

@@ -17,6 +17,10 @@ structs, times as UTC microseconds). Its guarantees:
   and read, and only the columns asked for. A file that cannot be read, and a row outside the
   plausible time range (feature_repo/bounds.py), are skipped and counted in `skipped`, so one
   bad file can never stop a flow.
+- Every event is stored with its user's `user_hash` (feature_repo/user_hash.py), and each
+  file is sorted by it in row groups of ROW_GROUP_ROWS: a read of a range of user hashes (a
+  batch shard's users, flows/shards.py) skips every row group whose statistics lie outside
+  it, so it reads what its users wrote, not the world's window.
 
 The location is one setting, TIPML_EVENTS_URL: a path (the default, under the data dir) or
 s3://bucket/prefix, with the endpoint and credentials from the standard AWS variables (and
@@ -31,7 +35,7 @@ import types
 import typing
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -43,6 +47,7 @@ import pyarrow.parquet as pq
 from pydantic import AwareDatetime, BaseModel
 
 from feature_repo.bounds import EARLIEST, LATEST
+from feature_repo.user_hash import USER_HASH, HashRange, user_hashes
 from service.events.log import EventLog
 from service.events.models import EVENT_ADAPTER, EVENT_MODELS, Event
 from service.settings import Settings
@@ -54,6 +59,9 @@ LEGACY_JSONL = f"{JSONL_DAY_PREFIX}*/*.jsonl"
 TYPE_PREFIX = "type="
 DAY_PREFIX = "day="
 SUFFIX = ".parquet"
+# Small enough that a shard of a day's file skips most of it, large enough that a footer's
+# statistics stay a small part of the file.
+ROW_GROUP_ROWS = 8192
 _NONE = type(None)
 
 
@@ -223,8 +231,9 @@ class EventLake:
         return f"{directory}/{name}"
 
     def _file(self, kind: str, day: date, table: pa.Table) -> tuple[str, str, bytes]:
+        table = _by_user(table)
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
+        pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         # Sortable by write time, so that "first copy" is the first written; unique by the
         # random part whatever the clock does.
         name = f"{time.time_ns():020d}-{self.writer_id}-{uuid.uuid4().hex[:12]}{SUFFIX}"
@@ -266,18 +275,20 @@ class EventLake:
         start: date | None = None,
         end: date | None = None,
         columns: Sequence[str] | None = None,
-        where: Callable[[pa.Table], pa.Array] | None = None,
+        users: HashRange | None = None,
     ) -> pa.Table:
         """Events of one type on UTC days [start, end] (inclusive, either open), each
         event_id's first copy, with `columns` (all when None; event_id always read).
 
-        A column may name a field inside a struct, `context.timezone`: only that field is
-        read from the file, into a column of that name.
+        A column may name a field inside a struct, `context.timezone`, or inside a list's items
+        by its Parquet path, `context.tasks.list.element.due` (a list per row): only that field
+        is read from the file, into a column of that name.
 
-        `where` keeps the rows it marks true, as each file is read (it sees the file's
-        `columns`): a reader of a few of many users holds only theirs, never the whole window.
-        It must mark every copy of an event alike (a function of the event's own fields), so
-        that filtering before the first-copy rule is the same as after it.
+        `users`, [first, last] user hashes, keeps only those users' events as each file is
+        read, reading only the row groups whose statistics overlap it (a file written before
+        the lake stored the hash is read whole and its rows hashed): a reader of a few of many
+        users holds only theirs, never the whole window. Every copy of an event has the same
+        user, so filtering before the first-copy rule is the same as after it.
         """
         skipped: Counter[str] = Counter()
         schema = SCHEMAS[kind]
@@ -289,12 +300,12 @@ class EventLake:
                 continue
             for path in self.day_files(kind, day):
                 try:
-                    table = pq.read_table(path, columns=read_columns, filesystem=self.storage.fs)
-                    table = table.rename_columns(read_columns)
-                    tables.append(table if where is None else table.filter(where(table)))
+                    table = self._read_file(path, read_columns, users)
                 except (OSError, pa.ArrowException) as exc:
                     skipped["unreadable"] += 1
                     log.warning("%s: unreadable, skipped: %s", path, type(exc).__name__)
+                    continue
+                tables.append(table)
         if not tables:
             self._count(kind, skipped)
             return pa.schema([_nested_field(schema, c) for c in wanted]).empty_table()
@@ -309,6 +320,27 @@ class EventLake:
             skipped["out_of_range"] += dropped
         self._count(kind, skipped)
         return kept.select(wanted)
+
+    def _read_file(self, path: str, columns: list[str], users: HashRange | None) -> pa.Table:
+        """`columns` of one file, of the users in `users` (all when None)."""
+        with self.storage.fs.open_input_file(path) as source:
+            file = pq.ParquetFile(source)
+            stored = file.schema_arrow.names
+            needed = [*columns, *([] if users is None else ["user_id"])]
+            if missing := sorted({c.split(".")[0] for c in needed} - set(stored)):
+                raise pa.ArrowInvalid(f"{path} has no column {missing[0]}: another schema")
+            if users is None:
+                return _flat(file.read(columns=columns), columns)
+            if USER_HASH not in stored:
+                table = file.read(columns=list(dict.fromkeys([*columns, "user_id"])))
+                hashes = pa.array(user_hashes(table["user_id"].to_pylist()))
+            else:
+                groups = _row_groups(file.metadata, users)
+                table = file.read_row_groups(groups, columns=[*columns, USER_HASH])
+                hashes = table[USER_HASH]
+        first, last = users
+        mine = pc.and_(pc.greater_equal(hashes, first), pc.less_equal(hashes, last))
+        return _flat(table.filter(mine), columns)
 
     def _count(self, kind: str, skipped: Counter[str]) -> None:
         if skipped:
@@ -359,12 +391,62 @@ class EventLake:
 
 
 def _nested_field(schema: pa.Schema, path: str) -> pa.Field:
-    """The field at a dotted `path` (`context.timezone`), named by the path."""
+    """The field at a dotted `path`, named by the path (see `_column`)."""
     head, *rest = path.split(".")
-    field = schema.field(head)
-    for name in rest:
-        field = field.type.field(name)
-    return field.with_name(path)
+    return pa.field(path, _nested_type(schema.field(head).type, rest))
+
+
+def _nested_type(kind: pa.DataType, names: list[str]) -> pa.DataType:
+    if not names:
+        return kind
+    if pa.types.is_list(kind):
+        return pa.list_(_nested_type(kind.value_type, names[2:]))
+    return _nested_type(kind.field(names[0]).type, names[1:])
+
+
+def _flat(table: pa.Table, columns: list[str]) -> pa.Table:
+    """`columns` of a table read from a file, each dotted one as its own column (`_column`)."""
+    return pa.table([_column(table, c) for c in columns], names=columns)
+
+
+def _column(table: pa.Table, path: str) -> pa.Array:
+    """The column at a dotted Parquet `path`: a struct's field (`context.timezone`), or through a
+    list, the list of its items' field (`context.tasks.list.element.due`: each row's dues)."""
+    head, *rest = path.split(".")
+    return _nested(table[head].combine_chunks(), rest)
+
+
+def _nested(array: pa.Array, names: list[str]) -> pa.Array:
+    if not names:
+        return array
+    if pa.types.is_list(array.type):  # names: "list", "element", then the item's path
+        items = _nested(array.values, names[2:])
+        return pa.ListArray.from_arrays(array.offsets, items, mask=array.is_null())
+    return _nested(pc.struct_field(array, names[0]), names[1:])
+
+
+def _row_groups(metadata: pq.FileMetaData, users: HashRange) -> list[int]:
+    """The row groups whose user_hash statistics overlap `users` (all, without statistics)."""
+    index = metadata.schema.names.index(USER_HASH)
+    first, last = users
+    groups = []
+    for i in range(metadata.num_row_groups):
+        stats = metadata.row_group(i).column(index).statistics
+        if stats is None or not stats.has_min_max or (stats.max >= first and stats.min <= last):
+            groups.append(i)
+    return groups
+
+
+def _by_user(table: pa.Table) -> pa.Table:
+    """A file's rows with each row's user_hash (computed from user_id, whatever the table
+    carried), sorted by it: stable, so that copies of an event keep their order."""
+    if USER_HASH in table.column_names:
+        table = table.drop_columns(USER_HASH)
+    table = table.append_column(
+        pa.field(USER_HASH, pa.int64(), nullable=False),
+        pa.array(user_hashes(table["user_id"].to_pylist()), pa.int64()),
+    )
+    return table.take(pc.sort_indices(table[USER_HASH]))
 
 
 def _first_copies(table: pa.Table) -> pa.Table:

@@ -55,6 +55,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
+from feature_repo.user_hash import USER_HASH
 from service.circuit import Breaker, DependencyFailed
 from service.events.jetstream import NatsUnavailable, Topology, connect, ensure_streams, publish
 from service.events.lake import EventLake, open_lake
@@ -133,9 +134,10 @@ class Spool:
         return [p for k in lake.types() for d in lake.days(k) for p in lake.day_files(k, d)]
 
     def read(self, path: str) -> list[Event]:
-        """One file's events, as written."""
-        rows = pq.read_table(path, filesystem=self._lake.storage.fs).to_pylist()
-        return [EVENT_ADAPTER.validate_python(row) for row in rows]
+        """One file's events, as written (without the user_hash the lake stores beside each)."""
+        table = pq.read_table(path, filesystem=self._lake.storage.fs)
+        fields = [name for name in table.column_names if name != USER_HASH]
+        return [EVENT_ADAPTER.validate_python(row) for row in table.select(fields).to_pylist()]
 
     def delete(self, path: str) -> None:
         """Delete a replayed file; one another worker replayed and deleted first is gone."""

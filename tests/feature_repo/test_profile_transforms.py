@@ -50,7 +50,9 @@ def frames(extra_impressions: list[dict] | None = None) -> EventFrames:
         columns=["user_id", "task_id", "created", "due", "completed", "timezone"],
     )
     completions = (
-        tasks[["task_id", "completed"]].dropna().rename(columns={"completed": "timestamp"})
+        tasks[["user_id", "task_id", "completed"]]
+        .dropna()
+        .rename(columns={"completed": "timestamp"})
     )
     impressions = pd.DataFrame(
         [
@@ -174,8 +176,8 @@ def _at(hour: int) -> pd.Timestamp:
 @st.composite
 def histories(draw) -> EventFrames:
     """Ten days of any events, including the awkward ones: completions stamped before their
-    task, tasks completed twice or due before they were created, reactions to unknown tips,
-    before their tip or days after it."""
+    task, tasks completed twice, or by another user, or due before they were created;
+    reactions to unknown tips, to another user's, before their tip or days after it."""
     tasks, completions = [], []
     for i in range(draw(st.integers(0, 14))):
         created = draw(st.integers(0, HOURS))
@@ -190,7 +192,9 @@ def histories(draw) -> EventFrames:
             )
         )
         for _ in range(draw(st.integers(0, 2))):
-            completions.append((f"t{i}", _at(created + draw(st.integers(-30, 120)))))
+            # Mostly its user's; another user's completion of that id completes nothing.
+            who = draw(st.sampled_from([tasks[-1][0], tasks[-1][0], draw(USERS)]))
+            completions.append((who, f"t{i}", _at(created + draw(st.integers(-30, 120)))))
     impressions, feedback = [], []
     for i in range(draw(st.integers(0, 30))):
         shown = draw(st.integers(0, HOURS))
@@ -206,9 +210,8 @@ def histories(draw) -> EventFrames:
         for _ in range(draw(st.integers(0, 2))):
             reaction = draw(st.sampled_from(["accepted", "dismissed", "ignored"]))
             tip = draw(st.sampled_from([f"i{i}", "unknown"]))
-            feedback.append(
-                (impressions[-1][0], tip, _at(shown + draw(st.integers(-2, 40))), reaction)
-            )
+            who = draw(st.sampled_from([impressions[-1][0], impressions[-1][0], draw(USERS)]))
+            feedback.append((who, tip, _at(shown + draw(st.integers(-2, 40))), reaction))
 
     return _typed(tasks, completions, impressions, feedback)
 
@@ -223,7 +226,7 @@ def _frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
 def _typed(tasks, completions, impressions, feedback) -> EventFrames:
     return EventFrames(
         tasks=_frame(tasks, ["user_id", "task_id", "created", "due", "timezone"]),
-        completions=_frame(completions, ["task_id", "timestamp"]),
+        completions=_frame(completions, ["user_id", "task_id", "timestamp"]),
         impressions=_frame(impressions, ["user_id", "tip_id", "timestamp", "category", "timezone"]),
         feedback=_frame(feedback, ["user_id", "tip_id", "timestamp", "reaction"]),
     )
@@ -233,7 +236,7 @@ def _typed(tasks, completions, impressions, feedback) -> EventFrames:
 # before it and completed after it.
 ACROSS_THE_SPLIT = _typed(
     [("a", "t0", _at(30), _at(40), "UTC")],
-    [("t0", _at(100))],
+    [("a", "t0", _at(100))],
     [("a", "i0", _at(71), "focus", "Asia/Tokyo")],
     [("a", "i0", _at(73), "accepted")],
 )

@@ -1,19 +1,32 @@
 """User shards: a stable assignment, where they run, and a shard's read of the lake."""
 
 import hashlib
+import itertools
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from feature_repo.user_hash import user_hash
 from flows.shards import Shard, shard_of, shards_of
 
 
 def test_a_users_shard_is_pinned_across_processes_and_releases():
     # Pinned values: a change here moves users between shards on every deployment.
-    assert [shard_of(u, 8) for u in ("u000000", "u000001", "u000002", "nobody")] == [2, 2, 5, 7]
+    assert [shard_of(u, 8) for u in ("u000000", "u000001", "u000002", "nobody")] == [7, 6, 3, 3]
     digest = hashlib.sha256("ü-ß".encode()).digest()
-    assert shard_of("ü-ß", 1000) == int.from_bytes(digest[:8], "big") % 1000
+    assert user_hash("ü-ß") == int.from_bytes(digest[:8], "big") >> 1
+    assert shard_of("ü-ß", 1000) == user_hash("ü-ß") * 1000 // 2**63 == 102
+
+
+@given(count=st.integers(1, 4096), hashes=st.lists(st.integers(0, 2**63 - 1), max_size=20))
+def test_shards_are_contiguous_hash_ranges_that_cover_every_hash_once(count, hashes):
+    ranges = [shard.hash_range for shard in Shard.all(count)]
+    assert ranges[0][0] == 0 and ranges[-1][1] == 2**63 - 1
+    assert all(last + 1 == first for (_, last), (first, _) in itertools.pairwise(ranges))
+    for h in hashes:
+        first, last = ranges[h * count >> 63]
+        assert first <= h <= last
 
 
 @given(ids=st.lists(st.text(min_size=1, max_size=20), max_size=50), count=st.integers(1, 64))
@@ -21,6 +34,14 @@ def test_every_user_is_in_exactly_one_shard(ids, count):
     held = [Shard(index=i, count=count).holds(ids) for i in range(count)]
     assert all(sum(h[k] for h in held) == 1 for k in range(len(ids)))
     assert list(shards_of(ids, count)) == [shard_of(u, count) for u in ids]
+
+
+@given(count=st.integers(1, 64), fraction=st.floats(0.001, 1.0))
+def test_a_user_sample_is_the_hashes_below_its_fraction_whatever_the_shard_count(count, fraction):
+    parts = [r for r in (s.sampled(fraction) for s in Shard.all(count)) if r is not None]
+    cutoff = int(fraction * 2.0**63) - 1
+    assert parts[0][0] == 0 and parts[-1][1] == cutoff
+    assert all(last + 1 == first for (_, last), (first, _) in itertools.pairwise(parts))
 
 
 def test_a_shard_names_an_index_below_its_count():
@@ -55,10 +76,9 @@ def test_a_shards_events_are_its_users_rows_of_the_whole_read(tmp_path):
     lake.append(World(users=30, days=6, seed=3, end=WORLD_END_TS).events())
     whole = load_event_frames(lake)
     parts = [load_event_frames(lake, shard=shard) for shard in Shard.all(3)]
-    for name in ("tasks", "impressions", "feedback"):
+    for name in ("tasks", "completions", "impressions", "feedback"):
         frame = getattr(whole, name)
         for shard, part in zip(Shard.all(3), parts, strict=True):
             mine = frame[shard.holds(frame["user_id"])].reset_index(drop=True)
             assert getattr(part, name).equals(mine), (name, shard.name)
         assert sum(len(getattr(p, name)) for p in parts) == len(frame) > 0
-    assert all(p.completions.equals(whole.completions) for p in parts)

@@ -7,12 +7,15 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+import service.events.lake as lake_module
 from flows.compaction import CompactionParams, compaction
+from flows.shards import Shard
 from flows.simulation.world import World
 from service.events.lake import EventLake, LegacyEventLog, open_lake
 from service.events.log import EventLog
@@ -78,21 +81,77 @@ def test_a_window_reads_only_its_days_and_columns(tmp_path):
     assert len(lake.read("feedback")) == 4 and lake.skipped == {"unreadable": 1}
 
 
-def test_a_row_filter_applied_per_file_keeps_what_filtering_the_whole_read_keeps(tmp_path):
+def test_a_read_of_some_users_keeps_each_of_their_events_first_copy(tmp_path):
     day = WORLD_END - timedelta(days=1)
     first, second = EventLake(tmp_path, "w1"), EventLake(tmp_path, "w2")
-    first.append([feedback("a", day), feedback("b", day, "dismissed")])
-    second.append([feedback("a", day, "ignored"), feedback("c", day, "dismissed")])
+    users = ["u1", "u2", "u3", "u4"]
+    first.append([feedback(f"e-{u}", day).model_copy(update={"user_id": u}) for u in users])
+    second.append(
+        [feedback(f"e-{u}", day, "ignored").model_copy(update={"user_id": u}) for u in users]
+    )
     lake = EventLake(tmp_path)
+    for shard in Shard.all(2):
+        kept = lake.read("feedback", columns=["user_id", "reaction"], users=shard.hash_range)
+        assert sorted(kept["user_id"].to_pylist()) == [u for u in users if shard.holds([u])[0]]
+        assert set(kept["reaction"].to_pylist()) <= {"accepted"}
+    assert lake.read("feedback", columns=["reaction"])["reaction"].to_pylist() == ["accepted"] * 4
 
-    def dismissed(table: pa.Table) -> pa.Array:
-        return pc.equal(table["reaction"], "dismissed")
 
-    columns = ["event_id", "reaction"]
-    whole = lake.read("feedback", columns=columns)
-    kept = lake.read("feedback", columns=columns, where=dismissed)
-    assert kept.to_pylist() == whole.filter(dismissed(whole)).to_pylist()
-    assert kept["event_id"].to_pylist() == ["b", "c"]
+@pytest.fixture(scope="module")
+def by_user_lake(tmp_path_factory) -> EventLake:
+    """The world's events in small row groups: one day's file per type spans several."""
+    lake = EventLake(tmp_path_factory.mktemp("by-user"), "w1")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lake_module, "ROW_GROUP_ROWS", 4)
+        lake.append(world_events())
+    return lake
+
+
+@given(count=st.integers(1, 12), data=st.data())
+@settings(max_examples=25, deadline=None)
+def test_a_read_of_a_user_hash_range_is_those_users_rows_of_the_whole_read(
+    by_user_lake, count, data
+):
+    shard = Shard(index=data.draw(st.integers(0, count - 1)), count=count)
+    columns = ["user_id", "tip_id", "context.timezone"]
+    whole = by_user_lake.read("impression", columns=columns).to_pandas()
+    mine = by_user_lake.read("impression", columns=columns, users=shard.hash_range).to_pandas()
+    expected = whole[shard.holds(whole["user_id"])].reset_index(drop=True)
+    assert mine.equals(expected)
+
+
+def test_a_user_hash_range_reads_only_the_row_groups_that_may_hold_it(by_user_lake):
+    [path, *_] = by_user_lake.day_files("impression", by_user_lake.days("impression")[-1])
+    metadata = pq.ParquetFile(path).metadata
+    hashes = pq.read_table(path, columns=["user_hash"])["user_hash"].to_pylist()
+    assert hashes == sorted(hashes) and metadata.num_row_groups > 4
+    shards = Shard.all(4)
+    groups = [lake_module._row_groups(metadata, s.hash_range) for s in shards]
+    # Sorted by hash, each group spans one shard or the seam of two: a shard reads about a
+    # quarter of the groups, and every group is read by some shard.
+    assert all(len(g) < metadata.num_row_groups / 2 for g in groups)
+    assert set().union(*groups) == set(range(metadata.num_row_groups))
+
+
+def test_a_file_written_before_the_lake_kept_user_hashes_is_read_by_hashing(tmp_path):
+    lake = EventLake(tmp_path, "w1")
+    shown = [e for e in world_events() if e.type == "impression"]
+    day = shown[0].timestamp.date()
+    table = pa.Table.from_pylist(
+        [e.model_dump() for e in shown if e.timestamp.date() == day],
+        schema=lake_module.SCHEMAS["impression"],
+    )
+    directory = tmp_path / "type=impression" / f"day={day.isoformat()}"
+    directory.mkdir(parents=True)
+    pq.write_table(table, directory / "0-legacy.parquet")
+    shard = Shard(index=1, count=3)
+    mine = lake.read("impression", columns=["user_id", "tip_id"], users=shard.hash_range)
+    assert sorted(mine["tip_id"].to_pylist()) == sorted(
+        t
+        for u, t in zip(table["user_id"].to_pylist(), table["tip_id"].to_pylist(), strict=True)
+        if shard.holds([u])[0]
+    )
+    assert 0 < len(mine) < len(table) and not lake.skipped
 
 
 def test_a_field_inside_a_struct_is_read_alone_under_its_path(tmp_path):
@@ -104,10 +163,20 @@ def test_a_field_inside_a_struct_is_read_alone_under_its_path(tmp_path):
     assert dict(zip(*zones.to_pydict().values(), strict=True)) == {
         e.tip_id: e.context.timezone for e in shown
     }
-    empty = lake.read(
-        "impression", start=WORLD_END + timedelta(days=1), columns=["context.timezone"]
+    # Through a list, by its Parquet path: each row's list of that field of its items.
+    dues = lake.read("impression", columns=["tip_id", "context.tasks.list.element.due"])
+    assert dict(zip(*dues.to_pydict().values(), strict=True)) == {
+        e.tip_id: [t.due for t in e.context.tasks] for e in shown
+    }
+    assert any(len(d) > 1 for d in dues["context.tasks.list.element.due"].to_pylist())
+    columns = ["context.timezone", "context.tasks.list.element.due"]
+    empty = lake.read("impression", start=WORLD_END + timedelta(days=1), columns=columns)
+    assert empty.schema == pa.schema(
+        [
+            pa.field("context.timezone", pa.string()),
+            pa.field(columns[1], pa.list_(pa.timestamp("us", tz="UTC"))),
+        ]
     )
-    assert empty.schema == pa.schema([pa.field("context.timezone", pa.string())])
 
 
 def test_compaction_leaves_one_file_per_closed_day_and_type_and_the_same_events(tmp_path):
