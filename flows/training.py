@@ -9,47 +9,35 @@ log and the Feast offline store and write nothing, so another try is safe and ma
 passing I/O error. Split, fit and evaluate are deterministic and would fail the same way
 again; a retried register would log a second run and register a second version.
 
-The build runs per user shard (flows/shards.py), one task each in the subflow
-`training-set-shards` on the runner TIPML_DASK_ADDRESS names: a task reads its users'
-labelled impressions and runs their point-in-time read, and the rows are put in time order:
-the same training set whatever the count. Each shard's read still scans the whole offline
-table (Feast's offline store reads its FileSource's glob, every shard's files), so shards
-divide the impressions, the join and the model-row assembly, not that scan. In threads (no
+The build runs per user shard, one task each in the subflow `training-set-shards`
+(flows/training_shards.py) on the runner TIPML_DASK_ADDRESS names. In threads (no
 TIPML_DASK_ADDRESS) the Feast reads take turns, one per process at a time
 (flows/modeling/training_set.py); on Dask workers they run side by side. The fit stays in the
-flow's process.
+flow's process: a world larger than it trains on a `user_sample`.
 """
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Self
 
 import pandas as pd
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from feature_repo.bounds import UtcDatetime
-from feature_repo.feature_services import tip_scorer_v1
 from flows.modeling.evaluation import Evaluation, Metrics, evaluate_scorer
 from flows.modeling.registration import register_scorer
 from flows.modeling.scorer_models import Candidates, Fitted, fit_candidates
-from flows.modeling.training_set import (
-    TrainingSet,
-    build_training_set,
-    in_training_order,
-    labelled_impressions,
-    split_training_set,
-)
-from flows.shards import WHOLE, Shard, task_runner
-from service.events.lake import open_lake
-from service.scoring.feature_store import open_store
+from flows.modeling.training_set import TrainingSet, split_training_set
+from flows.shards import task_runner
+from flows.training_shards import BuildParams, training_set_shards
 from service.scoring.model_names import MODEL_NAME
 from service.settings import Settings
 
 
-class TrainParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TrainParams(BuildParams):
+    """The training set's BuildParams, and the split and fit's."""
 
     as_of: UtcDatetime | None = Field(
         default=None, description="Train on what was known at this time (default: now)."
@@ -57,21 +45,7 @@ class TrainParams(BaseModel):
     validation_days: int = Field(
         default=7, ge=1, le=60, description="Whole UTC days before as_of's day that validate."
     )
-    history_days: int = Field(
-        default=90,
-        ge=2,
-        le=3650,
-        description="Whole UTC days before as_of's day whose impressions the run reads.",
-    )
     min_rows: int = Field(default=1000, ge=10, description="Per split, or the run fails.")
-    feature_service: str = Field(default=tip_scorer_v1.name, min_length=1)
-    shards: int = Field(
-        default=1,
-        ge=1,
-        le=4096,
-        description="User shards whose point-in-time reads run as separate tasks "
-        "(flows/shards.py); the training set is the same whatever the count.",
-    )
 
     @model_validator(mode="after")
     def _history_covers_validation(self) -> Self:
@@ -87,29 +61,6 @@ class TrainReport(BaseModel):
     build_seconds: float
     fit_seconds: float  # all candidates
     train_rows: int
-
-
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
-def build_shard(
-    settings: Settings, params: TrainParams, as_of: datetime, shard: Shard
-) -> pd.DataFrame | None:
-    """`shard`'s labelled impressions and their point-in-time rows; None when it has none
-    (Feast's answer for no rows has looser column types, which would loosen the whole's)."""
-    start = as_of.astimezone(UTC).date() - timedelta(days=params.history_days)
-    impressions = labelled_impressions(open_lake(settings), as_of, start, shard)
-    if impressions.empty and shard.count > 1:
-        return None
-    return build_training_set(open_store(settings), settings, impressions, params.feature_service)
-
-
-@flow(name="training-set-shards")
-def training_set_shards(settings: Settings, params: TrainParams, as_of: datetime) -> pd.DataFrame:
-    """The training set, each shard's read and rows a task on the runner the settings name."""
-    futures = build_shard.map(
-        unmapped(settings), unmapped(params), unmapped(as_of), Shard.all(params.shards)
-    )
-    parts = [part for part in futures.result() if part is not None]
-    return in_training_order(parts or [build_shard.fn(settings, params, as_of, WHOLE)])
 
 
 @task(cache_policy=NO_CACHE)

@@ -176,6 +176,10 @@ def train(
         int,
         typer.Option(help="User shards whose training rows are built as separate tasks."),
     ] = 1,
+    user_sample: Annotated[
+        float,
+        typer.Option(help="Train on this fraction of users, chosen by user hash (0 < f <= 1)."),
+    ] = 1.0,
 ) -> None:
     """Run the `training` flow: train, evaluate and register tip-scorer@challenger."""
     from flows.modeling.training_set import NotEnoughData
@@ -189,6 +193,7 @@ def train(
         history_days=history_days,
         min_rows=min_rows,
         shards=shards,
+        user_sample=user_sample,
     )
     try:
         report = training_flow(params, settings_of(ctx))

@@ -3,11 +3,19 @@ source path: `data/offline/user_profile/<day>/<shard>-of-<count>.parquet` (flows
 
 A shard's day file is replaced whole (write aside, then rename), so a reader, Feast's offline
 store included, sees either the old file or the new one, never half of it.
+
+Feast's point-in-time read scans every file its FileSource's glob matches. A read for some
+users only (a training shard) runs from a `view`: a directory whose relative glob matches the
+files of the shards that may hold those users, as hard links, so its scan does not grow with
+the world (service/scoring/feature_store.py offline_reads: the DuckDB offline store opens the
+relative path from the cwd).
 """
 
+import contextlib
 import os
+import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from pathlib import Path
 
@@ -18,6 +26,7 @@ import pyarrow.parquet as pq
 from feature_repo.data_sources import PROFILE_TABLE_DIR
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from feature_repo.profile_transforms import TIMESTAMP
+from feature_repo.user_hash import HashRange
 from flows.shards import WHOLE, Shard
 from service.settings import Settings
 
@@ -32,6 +41,9 @@ SCHEMA = pa.schema(
         ),
     ]
 )
+
+# Beside the table, not in it: PROFILE_TABLE_GLOB never matches a view's links.
+VIEWS_DIR = ".views"
 
 # Keep int64 columns integral when they hold nulls (preferred_hour may be unknown).
 _NULLABLE = {pa.int64(): pd.Int64Dtype()}
@@ -111,3 +123,32 @@ def read_range(
     table = pa.concat_tables(pq.read_table(f, schema=SCHEMA) for f in files)
     table = table.sort_by([(TIMESTAMP, "ascending"), ("user_id", "ascending")])
     return table.to_pandas(types_mapper=_NULLABLE.get)
+
+
+def files_holding(settings: Settings, users: HashRange) -> list[Path]:
+    """The files whose shard's user hashes overlap [first, last] (flows/shards.py), of every
+    day and every shard count the table holds."""
+    first, last = users
+    held = []
+    for day in partition_days(settings):
+        for path in _files(settings, day):
+            index, _, count = path.stem.partition("-of-")
+            low, high = Shard(index=int(index), count=int(count)).hash_range
+            if high >= first and low <= last:
+                held.append(path)
+    return held
+
+
+@contextlib.contextmanager
+def view(settings: Settings, users: HashRange) -> Iterator[Path]:
+    """A directory where the table's relative path holds `files_holding(users)` only, as hard
+    links (the same inode: nothing copied), removed on exit."""
+    root = table_dir(settings).parent / VIEWS_DIR / uuid.uuid4().hex
+    try:
+        for path in files_holding(settings, users):
+            link = root / path.relative_to(settings.home)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, link)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -11,9 +11,12 @@ user shard (flows/shards.py), each shard reading its own users' impressions, and
 order, by time (`in_training_order`): row for row what one build gives. Memory is bounded by
 the shard, not the history: request contexts are decoded a batch at a time, and the
 point-in-time read takes HISTORICAL_CHUNK_ROWS impressions at a time (Feast's DuckDB join
-holds every profile row in the TTL of every impression it is given).
+holds every profile row in the TTL of every impression it is given). Time is bounded by the
+shard too: its read scans only the offline files of its users' shards (`view` in
+flows/featurestore/offline_table.py), not every shard's.
 """
 
+import contextlib
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,7 +29,8 @@ from feast import FeatureStore
 from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.freshness import resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
-from flows.shards import WHOLE, Shard
+from feature_repo.user_hash import HashRange
+from flows.featurestore.offline_table import view
 from service.api.request import request_data
 from service.events.lake import EventLake
 from service.events.models import ATTRIBUTION_WINDOW
@@ -35,6 +39,13 @@ from service.scoring.model_inputs import MODEL_FEATURES, model_frame
 from service.settings import Settings
 
 REQUEST_FIELDS = ("request_timestamp", "timezone", "tasks_json")
+# What request_data takes of a logged context: its task ids, titles and projects stay unread.
+CONTEXT_FIELDS = (
+    "context.timestamp",
+    "context.timezone",
+    "context.tasks.list.element.priority",
+    "context.tasks.list.element.due",
+)
 META_COLUMNS = (
     "user_id",
     "event_timestamp",
@@ -54,17 +65,17 @@ _HISTORICAL_READS = threading.Lock()
 
 
 def labelled_impressions(
-    lake: EventLake, as_of: datetime, start: date | None = None, shard: Shard = WHOLE
+    lake: EventLake, as_of: datetime, start: date | None = None, users: HashRange | None = None
 ) -> pd.DataFrame:
-    """`shard`'s impressions before `as_of` (from UTC day `start`, when given) whose outcome is
-    known by then, with their request data.
+    """Impressions before `as_of` (from UTC day `start`, when given) whose outcome is known by
+    then, with their request data: of every user, or of the user hashes [first, last] `users`
+    (a shard's, flows/shards.py).
 
     accepted = 1 when an "accepted" reaction arrived before `as_of`; 0 for any other reaction,
     or for silence once the attribution window has closed. Impressions still inside their
     window with no reaction yet are left out: their label is not known.
     """
     end = as_of.astimezone(UTC).date()
-    where = shard.lake_filter()
     shown = lake.read(
         "impression",
         start,
@@ -76,36 +87,42 @@ def labelled_impressions(
             "category",
             "prompt_version",
             "oracle_p_accept",
-            "context",
+            *CONTEXT_FIELDS,
         ],
-        where,
+        users=users,
     )
     frame = (
-        shown.drop_columns("context").to_pandas().rename(columns={"timestamp": "event_timestamp"})
+        shown.drop_columns(list(CONTEXT_FIELDS))
+        .to_pandas()
+        .rename(columns={"timestamp": "event_timestamp"})
     )
+    contexts = shown.select(list(CONTEXT_FIELDS))
     requests = pd.DataFrame(
         [
-            request_data(
-                c["timestamp"], c["timezone"], [(t["priority"], t["due"]) for t in c["tasks"]]
+            request_data(at, zone, list(zip(priorities, dues, strict=True)))
+            for first in range(0, len(contexts), CONTEXT_BATCH_ROWS)
+            for at, zone, priorities, dues in zip(
+                *contexts.slice(first, CONTEXT_BATCH_ROWS).to_pydict().values(), strict=True
             )
-            for first in range(0, len(shown), CONTEXT_BATCH_ROWS)
-            for c in shown["context"].slice(first, CONTEXT_BATCH_ROWS).to_pylist()
         ],
         columns=list(REQUEST_FIELDS),
     )
     frame = pd.concat([frame, requests], axis=1)
     frame = frame[frame["event_timestamp"] < as_of]
 
-    # A reaction counts from its first copy in time: the user's first answer.
+    # A reaction counts from its first copy in time: the user's first answer. Only the user
+    # shown the tip answers it: feedback naming another user's tip labels nothing.
     reactions = (
-        lake.read("feedback", start, end, ["user_id", "tip_id", "timestamp", "reaction"], where)
+        lake.read(
+            "feedback", start, end, ["user_id", "tip_id", "timestamp", "reaction"], users=users
+        )
         .to_pandas()
         .sort_values("timestamp", kind="stable")
-        .drop_duplicates("tip_id")
-        .set_index("tip_id")
+        .drop_duplicates(["user_id", "tip_id"])
     )
-    kind = frame["tip_id"].map(reactions["reaction"])
-    when = frame["tip_id"].map(reactions["timestamp"])
+    answers = frame[["user_id", "tip_id"]].merge(reactions, on=["user_id", "tip_id"], how="left")
+    kind = answers["reaction"].set_axis(frame.index)
+    when = answers["timestamp"].set_axis(frame.index)
     known = when < as_of
     frame["accepted"] = ((kind == "accepted") & known).astype("int64")
     settled = known | (frame["event_timestamp"] + ATTRIBUTION_WINDOW <= as_of)
@@ -114,15 +131,26 @@ def labelled_impressions(
 
 
 def build_training_set(
-    store: FeatureStore, settings: Settings, impressions: pd.DataFrame, feature_service: str
+    store: FeatureStore,
+    settings: Settings,
+    impressions: pd.DataFrame,
+    feature_service: str,
+    users: HashRange | None = None,
 ) -> pd.DataFrame:
     """MODEL_FEATURES plus META_COLUMNS, one row per impression, in the impressions' order and
-    with their index (so a shard's rows keep their places in the whole)."""
+    with their index (so a shard's rows keep their places in the whole).
+
+    `users`, the user hashes [first, last] the impressions are of (a shard's), lets the
+    point-in-time read scan only the offline files of the shards that hold them.
+    """
     entity_df = impressions[["user_id", "event_timestamp", *REQUEST_FIELDS]].copy()
     entity_df["row"] = range(len(entity_df))
     service = store.get_feature_service(feature_service)
     parts = []
-    with _HISTORICAL_READS, offline_reads(settings):
+    with contextlib.ExitStack() as reads:
+        reads.enter_context(_HISTORICAL_READS)
+        root = None if users is None else reads.enter_context(view(settings, users))
+        reads.enter_context(offline_reads(settings, root))
         for first in range(0, max(len(entity_df), 1), HISTORICAL_CHUNK_ROWS):
             chunk = entity_df.iloc[first : first + HISTORICAL_CHUNK_ROWS]
             parts.append(store.get_historical_features(entity_df=chunk, features=service).to_df())

@@ -15,6 +15,7 @@ import pytest
 
 import flows.modeling.training_set
 import flows.simulate
+from feature_repo.user_hash import user_hashes
 from flows.features import FeaturesParams, features
 from flows.modeling.training_set import (
     build_training_set,
@@ -23,7 +24,8 @@ from flows.modeling.training_set import (
 )
 from flows.shards import task_runner
 from flows.simulate import SimulateParams, simulate
-from flows.training import TrainParams, training, training_set_shards
+from flows.training import TrainParams, training
+from flows.training_shards import training_set_shards
 from service.events.lake import SCHEMAS, EventLake, open_lake
 from service.scoring.feature_store import open_store
 from service.settings import Settings
@@ -46,11 +48,12 @@ def cluster(prefect_server) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, prefect_server) -> Settings:
-    """The world simulated unsharded in one process, with its features: what every sharded
-    run must equal."""
+    """The world simulated unsharded in one process, with its features (in three shards, so
+    that a training shard's point-in-time read sees only some of the offline files): what
+    every sharded run must equal."""
     settings = Settings(home=tmp_path_factory.mktemp("world"))
     simulate(WORLD, settings)
-    features(FeaturesParams(as_of=AS_OF), settings)
+    features(FeaturesParams(as_of=AS_OF, shards=3), settings)
     return settings
 
 
@@ -148,6 +151,17 @@ def test_sharded_training_set_on_a_dask_cluster_is_the_one_process_set(
     expected = one_process_training_set(world)
     assert len(expected) > 500
     pd.testing.assert_frame_equal(rows, expected, check_exact=True, check_index_type=True)
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_a_user_sample_is_the_same_users_rows_whatever_the_shard_count(world, tmp_path, shards):
+    settings = copy_of(world, tmp_path / "home")
+    params = TRAIN.model_copy(update={"shards": shards, "user_sample": 0.5})
+    rows = training_set_shards(settings, params, AS_OF)
+    whole = one_process_training_set(world)
+    sampled = whole[user_hashes(whole["user_id"]) < 2**62].reset_index(drop=True)
+    assert 0 < len(rows) < len(whole)
+    pd.testing.assert_frame_equal(rows, sampled, check_exact=True)
 
 
 def test_training_with_shards_on_a_dask_cluster_trains_the_one_process_model(

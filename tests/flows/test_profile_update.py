@@ -6,7 +6,13 @@ from datetime import UTC, date, datetime, time, timedelta
 import pandas as pd
 import pytest
 
-from flows.featurestore.offline_table import read_range, retire_other_counts
+from feature_repo.data_sources import PROFILE_TABLE_DIR, PROFILE_TABLE_GLOB
+from flows.featurestore.offline_table import (
+    partition_days,
+    read_range,
+    retire_other_counts,
+    view,
+)
 from flows.featurestore.profile_update import state_days, state_root, update_profiles
 from flows.shards import Shard
 from flows.simulate import SimulateParams, simulate
@@ -126,6 +132,26 @@ def test_shards_computed_apart_write_exactly_the_unsharded_table(home, tmp_path)
     assert retire_other_counts(home, 1) > 0
     assert not list(home.home.glob("data/offline/user_profile/*/*-of-3.parquet"))
     pd.testing.assert_frame_equal(table(home), expected)
+
+
+def test_a_view_of_the_table_holds_only_the_files_that_may_hold_its_users(home):
+    for shard in Shard.all(3):
+        update_profiles(home, at(START), shard=shard)
+    days = [d.isoformat() for d in partition_days(home)]
+    assert days
+    # Shard 5 of 8 is 5/8..6/8 of the hashes: it straddles shards 1 and 2 of 3 (1/3..2/3..1).
+    for users, names in (
+        (Shard(index=5, count=8).hash_range, ["1-of-3", "2-of-3"]),
+        (Shard(index=0, count=8).hash_range, ["0-of-3"]),
+    ):
+        with view(home, users) as root:
+            linked = sorted(root.glob(PROFILE_TABLE_GLOB))
+            assert [p.relative_to(root).as_posix() for p in linked] == [
+                f"{PROFILE_TABLE_DIR}/{day}/{name}.parquet" for day in days for name in names
+            ]
+            assert all(p.samefile(home.home / p.relative_to(root)) for p in linked)
+        assert not root.exists()
+    assert len(list(home.home.glob(PROFILE_TABLE_GLOB))) == 3 * len(days)
 
 
 def test_the_features_flow_runs_each_shard_as_a_task(home, tmp_path):
