@@ -2,7 +2,9 @@
 
 For each world size (--users, default 5,000 and 20,000; --big adds 50,000) a world of --days
 days (default 35, --seed 7, last UTC day of events AS_OF = 2026-11-20) is built once into its
-own event lake, and split into ceil(users / --users-per-shard) user shards (default 2,500
+own event lake, then compacted as the nightly `compaction` flow leaves every closed day (one
+file per event type and day, sorted by user hash in row groups: a shard reads its own), and
+split into ceil(users / --users-per-shard) user shards (default 2,500
 users a shard: 2 shards at 5k, 8 at 20k, 20 at 50k), so a shard holds the same number of users
 whatever the world's size. The training set is split finer (--train-users-per-shard, default
 625: 8 shards at 5k, 32 at 20k), because a shard's labelled impressions carry their logged
@@ -15,9 +17,10 @@ cluster of its own, started here and stopped after it so that each phase's peaks
 (each a nanny and its worker process), worker i pinned to core i (sched_setaffinity: DuckDB and
 pyarrow start threads for every core, so an unpinned single worker would already use both and
 "2 workers over 1" would measure nothing of scaling out; pinned, a worker is one core, as on a
-cluster of 1-core pods), which import the flows' modules as they start (--preload, as a
-long-lived cluster has them imported: the phase's time is the flow's work, not the workers'
-first import of pandas, Feast and Prefect), the flow's Settings pointing dask_address at it.
+cluster of 1-core pods); the scheduler and the workers import the flows' modules as they
+start (--preload, as a long-lived cluster has them imported: the phase's time is the flow's
+work, not a first import of pandas, Feast and Prefect; the scheduler unpickles each task, so
+it imports the task's module too), the flow's Settings pointing dask_address at it.
 Each phase's flow runs in a process of its own (`python -m perf.scale --phase NAME`), timed
 there around the flow call only (imports and cluster start excluded). On the smallest world the
 three phases after simulate also run on the embedded default's two candidate runners
@@ -38,7 +41,14 @@ every run):
   training-set          the `training` flow's build step alone, in that home, as of AS_OF + 1
                         day: its subflow `training-set-shards` (per shard, TrainParams.shards
                         = n: its users' labelled impressions, then their point-in-time read;
-                        the rows put in one order); not the fit.
+                        the rows put in one order); not the fit. Of a sample of
+                        --train-sample-users users (default 5,000; TrainParams.user_sample =
+                        5,000 / users, chosen by user hash; 0: every user): the fit holds
+                        every training row in one process, so a world larger than that
+                        process trains on a sample, and this is the build such a world runs.
+  training-set-all      only on the largest world, on the most workers, when it has more
+                        users than the sample: the same build of every user, for reference
+                        (no goal: its rows outgrow the one process the fit runs in).
   redis-online          only when Redis answers at 127.0.0.1:6379, on the smallest world, no
                         Dask: materialize_profiles() of the 1-worker home's profiles into a
                         Redis online store (db 14, flushed before and after); the bytes per
@@ -49,8 +59,7 @@ their children with psutil every 0.2 s, and at the end of each phase reads each 
 process's VmHWM (/proc/<pid>/status: the kernel's exact peak); the flow's process reports its
 own VmHWM as it ends (not ru_maxrss, which Linux carries over from the driver that forked it).
 A process's peak is the largest of these. Rows per second: events written (simulate), events
-read (features: each shard's events plus every completion, which carries no user id), training
-rows (training-set).
+read (features: each shard's users' events), training rows (training-set).
 
 A phase whose processes hold more than --rss-cap-gib (default 12 GiB) in all is killed (the
 machine is shared); it is printed FAILED with the peaks its processes reached, and counts as
@@ -62,10 +71,11 @@ compaction leaves it; the busiest UTC hour's events over the mean hour's); a tab
 seconds, peak RSS of the flow's process and of the largest worker, rows and rows/s per
 (world, workers, phase); then the ratios: each phase's speed on 2 workers over 1, and its
 peaks at the largest world over the smallest. Then the goals as MET / NOT MET: the peak RSS
-of any process at 20k users <= 1 GiB (1,024 MiB); in each phase, the largest worker's peak at
-20k users <= 1.25x its peak at 5k (shards of the same size: it must not grow with the world);
-2 workers >= 1.6x one worker on the features full run and the training-set build, at each
-world; the daily incremental features run at 20k users under 60 s (with each worker count).
+of any process at 20k users <= 1 GiB (1,024 MiB; training-set-all aside); in each phase, the
+largest worker's peak at 20k users <= 1.25x its peak at 5k (shards of the same size: it must
+not grow with the world); 2 workers >= 1.6x one worker on the features full run and the
+training-set build, at each world; the daily incremental features run at 20k users under 60 s
+(with each worker count).
 Nothing asserts on timings: the machine is shared and noisy (the load average is printed
 first), so compare the ratios measured in the same run.
 
@@ -74,7 +84,7 @@ with the same flags, printing the simulate timings measured when it was built).
 
     .venv/bin/python -m perf.scale [--users 5000 20000] [--big] [--days 35] [--seed 7]
                                    [--users-per-shard 2500] [--train-users-per-shard 625]
-                                   [--workers 1 2]
+                                   [--train-sample-users 5000] [--workers 1 2]
                                    [--worker-memory 6GiB] [--rss-cap-gib 12] [--keep DIR]
                                    [--no-redis]
 """
@@ -102,11 +112,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from flows import training
+from flows.compaction import CompactionParams, compaction
 from flows.features import FeaturesParams, features
 from flows.shards import task_runner
 from flows.simulate import SimulateParams, simulate
 from flows.training import TrainParams
+from flows.training_shards import training_set_shards
 from perf.events import AS_OF, NEXT_DAY, OVERLAP_DAYS, midnight, rss_mb, verdict
 from service.events.lake import DAY_PREFIX, TYPE_PREFIX, EventLake, open_lake
 from service.settings import Settings
@@ -121,14 +132,16 @@ GOAL_USERS = 20_000
 GOAL_WORKER_GROWTH = 1.25  # largest worker's peak, GOAL_USERS over the smallest world
 GOAL_SPEEDUP = 1.6  # 2 workers over 1
 GOAL_INCREMENTAL_S = 60.0  # the daily run at GOAL_USERS
-# Imported by each worker as it starts, as a long-lived cluster has them: a phase's time is
-# its flow's work, not the workers' first import of pandas, Feast and Prefect (on a fresh
-# worker, the first features task spends ~8 s importing Prefect's task engine and Feast's
-# DuckDB offline store, with ibis and sqlglot, which Feast and Prefect import lazily).
+# Imported by the scheduler and each worker as they start, as a long-lived cluster has them:
+# a phase's time is its flow's work, not a first import of pandas, Feast and Prefect. The
+# scheduler unpickles every task it is given, so it imports the task's module: without these,
+# a fresh scheduler held the first features task ~7 s before any worker saw it; a fresh
+# worker's first features task spent ~8 s importing Prefect's task engine and Feast's DuckDB
+# offline store, with ibis and sqlglot, which Feast and Prefect import lazily.
 PRELOAD = (
     "flows.features",
     "flows.simulate",
-    "flows.training",
+    "flows.training_shards",
     "prefect.task_engine",
     "feast.infra.offline_stores.duckdb",
     "feast.repo_operations",
@@ -175,12 +188,10 @@ class Cluster:
         self.address = f"tcp://127.0.0.1:{port}"
         env = {**os.environ, "PREFECT_API_URL": api_url}
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": REPO}
-        self.scheduler = subprocess.Popen(
-            [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-            **quiet,
-        )
-        flags = ["--nthreads", "1", "--memory-limit", memory_limit, "--no-dashboard"]
-        flags += [arg for module in PRELOAD for arg in ("--preload", module)]
+        preload = [arg for module in PRELOAD for arg in ("--preload", module)]
+        address = ["--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
+        self.scheduler = subprocess.Popen([DASK, "scheduler", *address, *preload], **quiet)
+        flags = ["--nthreads", "1", "--memory-limit", memory_limit, "--no-dashboard", *preload]
         cores = sorted(os.sched_getaffinity(0))
         self.workers = {
             f"w{i}": subprocess.Popen(
@@ -305,11 +316,12 @@ def task_seconds(since: datetime) -> dict[str, list[float]]:
 
 
 def task_note(tasks: dict[str, list[float]], shards: int) -> str:
-    """The shard tasks' longest and total run time, and the other tasks' times."""
+    """The shard tasks' longest and total run time (of those that ran: a sample's shards may
+    be fewer than `shards`), and the other tasks' times."""
     parts = []
     for name, seconds in sorted(tasks.items()):
-        if len(seconds) == shards > 1:
-            parts.append(f"{name} x{shards} max {max(seconds):.1f} sum {sum(seconds):.1f} s")
+        if len(seconds) > 1 and shards > 1:
+            parts.append(f"{name} x{len(seconds)} max {max(seconds):.1f} sum {sum(seconds):.1f} s")
         elif sum(seconds) >= 0.1:
             parts.append(f"{name} {sum(seconds):.1f} s")
     return "; ".join(parts)
@@ -336,14 +348,17 @@ def features_phase(args: argparse.Namespace, full: bool) -> dict:
     }
 
 
-def training_phase(args: argparse.Namespace) -> dict:
-    """The training flow's build step alone: its subflow of per-shard point-in-time reads."""
+def training_phase(args: argparse.Namespace, sample_users: int) -> dict:
+    """The training flow's build step alone: its subflow of per-shard point-in-time reads, of
+    a `sample_users` sample of the users (every user when 0)."""
     settings = run_settings(args.home, args.world, args.address)
     as_of = midnight(NEXT_DAY)
-    params = TrainParams(as_of=as_of, shards=args.shards)
-    build = training.training_set_shards.with_options(task_runner=task_runner(settings))
+    sample = min(1.0, sample_users / args.users) if sample_users else 1.0
+    params = TrainParams(as_of=as_of, shards=args.shards, user_sample=sample)
+    build = training_set_shards.with_options(task_runner=task_runner(settings))
     rows = build(settings, params, as_of)
-    return {"rows": len(rows), "note": f"{len(rows):,} training rows"}
+    users = rows["user_id"].nunique()
+    return {"rows": len(rows), "note": f"{len(rows):,} training rows of {users:,} users"}
 
 
 def redis_phase(args: argparse.Namespace) -> dict:
@@ -387,7 +402,8 @@ PHASES: dict[str, Callable[[argparse.Namespace], dict]] = {
     "simulate": simulate_phase,
     "features-full": lambda args: features_phase(args, full=True),
     "features-incremental": lambda args: features_phase(args, full=False),
-    "training-set": training_phase,
+    "training-set": lambda args: training_phase(args, args.train_sample_users),
+    "training-set-all": lambda args: training_phase(args, 0),
     "redis-online": redis_phase,
 }
 
@@ -433,6 +449,7 @@ def measure(
     command = [sys.executable, "-m", "perf.scale", "--phase", phase, "--home", str(home)]
     command += ["--world", str(world), "--users", str(users), "--shards", str(shards)]
     command += ["--days", str(args.days), "--seed", str(args.seed)]
+    command += ["--train-sample-users", str(args.train_sample_users)]
     if cluster or workers == "local":
         command += ["--address", cluster.address if cluster else "local"]
     env = {**os.environ, "PREFECT_API_URL": api_url}
@@ -502,11 +519,15 @@ def print_row(row: dict) -> None:
     )
 
 
+def lake_files(lake: EventLake) -> list[str]:
+    return [p for k in lake.types() for d in lake.days(k) for p in lake.day_files(k, d)]
+
+
 def lake_stats(world: Path, users: int, days: int) -> dict:
     """The world's lake on disk, and one day of it compacted (in a copy) as the nightly
     compaction leaves it: bytes per event both ways."""
     lake = open_lake(Settings(home=world))
-    paths = [p for k in lake.types() for d in lake.days(k) for p in lake.day_files(k, d)]
+    paths = lake_files(lake)
     events = sum(pq.read_metadata(p).num_rows for p in paths)
     size = sum(os.path.getsize(p) for p in paths)
     day = AS_OF - timedelta(days=7)
@@ -544,15 +565,17 @@ def lake_stats(world: Path, users: int, days: int) -> dict:
 
 def build_world(
     args: argparse.Namespace, root: Path, users: int, shards: int, api_url: str
-) -> list[dict]:
-    """The world's simulate rows: measured now, or those kept from when it was built."""
+) -> tuple[list[dict], dict]:
+    """The world's simulate rows and lake stats (as written, before the compaction that then
+    leaves each day one file per type, as the nightly `compaction` flow leaves every closed
+    day): measured now, or those kept from when it was built."""
     world = world_home(root, users, args.days, args.seed)
     record = world / "scale.json"
     if record.exists():
         kept = json.loads(record.read_text())
-        if kept.get("shards") == shards:
+        if kept.get("shards") == shards and "stats" in kept:
             print(f"reusing the world in {world}", flush=True)
-            return [{**row, "cached": True} for row in kept["rows"]]
+            return [{**row, "cached": True} for row in kept["rows"]], kept["stats"]
     shutil.rmtree(world, ignore_errors=True)
     rows = []
     for workers in sorted(args.workers, reverse=True):
@@ -567,8 +590,13 @@ def build_world(
             raise SystemExit(f"simulate failed:\n{row['error']}")
         if home != world:
             shutil.rmtree(home, ignore_errors=True)
-    record.write_text(json.dumps({"shards": shards, "rows": rows}))
-    return rows
+    stats = lake_stats(world, users, args.days)
+    started = time.perf_counter()
+    compaction(CompactionParams(closed_after_days=0), Settings(home=world))
+    stats["compaction_s"] = time.perf_counter() - started
+    stats["compacted_files"] = len(lake_files(open_lake(Settings(home=world))))
+    record.write_text(json.dumps({"shards": shards, "rows": rows, "stats": stats}))
+    return rows, stats
 
 
 @contextmanager
@@ -662,7 +690,7 @@ def summarize(measured: list[dict], sizes: list[int], args: argparse.Namespace) 
             )
     print()
 
-    at_goal = matching(rows, users=GOAL_USERS)
+    at_goal = [r for r in matching(rows, users=GOAL_USERS) if r["phase"] != "training-set-all"]
     goal = f"peak RSS of any process at {GOAL_USERS:,} users <= {GOAL_PEAK_MIB:,} MiB"
     if at_goal:
         top = max(at_goal, key=lambda r: process_peak(r)[0])
@@ -718,6 +746,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--users-per-shard", type=int, default=2_500)
     parser.add_argument("--train-users-per-shard", type=int, default=625)
+    parser.add_argument(
+        "--train-sample-users",
+        type=int,
+        default=5_000,
+        help="the training set's user sample (TrainParams.user_sample); 0: every user",
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--worker-memory", default="6GiB", help="dask worker --memory-limit")
     parser.add_argument("--keep", type=Path, help="build the worlds here and keep them (or reuse)")
@@ -751,14 +785,16 @@ def main() -> None:
                 train_shards = math.ceil(users / args.train_users_per_shard)
                 world = world_home(root, users, args.days, args.seed)
                 print(f"\n== {users:,} users, {args.days} days to {AS_OF}, {shards} shards")
-                rows += build_world(args, root, users, shards, api_url)
-                stats = worlds[users] = lake_stats(world, users, args.days)
+                built, stats = build_world(args, root, users, shards, api_url)
+                rows += built
+                worlds[users] = stats
                 print(
                     f"world: {stats['events']:,} events, {stats['events_per_user_day']:.2f} per "
-                    f"user-day; lake {stats['files']:,} files, {stats['bytes'] / 2**20:,.0f} MiB, "
-                    f"{stats['bytes_per_event']:.1f} B/event "
+                    f"user-day; lake as written {stats['files']:,} files, "
+                    f"{stats['bytes'] / 2**20:,.0f} MiB, {stats['bytes_per_event']:.1f} B/event "
                     f"({stats['compacted_bytes_per_event']:.1f} compacted, one day); busiest "
-                    f"UTC hour {stats['peak_hour_ratio']:.2f}x the mean",
+                    f"UTC hour {stats['peak_hour_ratio']:.2f}x the mean; compacted to "
+                    f"{stats['compacted_files']:,} files in {stats['compaction_s']:.0f} s",
                     flush=True,
                 )
                 print_header()
@@ -773,6 +809,14 @@ def main() -> None:
                         row = measure(phase, args, home, world, users, count, workers, api_url)
                         print_row(row)
                         rows.append(row)
+                if users == max(sizes) and args.train_sample_users < users:
+                    workers = max(args.workers)
+                    home = run_home(root, users, workers)
+                    row = measure(
+                        "training-set-all", args, home, world, users, train_shards, workers, api_url
+                    )
+                    print_row(row)
+                    rows.append(row)
                 if users == min(sizes) and not args.no_redis and redis_up():
                     home = run_home(root, users, args.workers[0])
                     row = measure("redis-online", args, home, world, users, shards, 0, api_url)
