@@ -19,7 +19,12 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from feature_repo.feature_services import tip_scorer_v1
-from flows.modeling.training_set import build_training_set, in_training_order, labelled_impressions
+from flows.modeling.training_set import (
+    NotEnoughData,
+    build_training_set,
+    in_training_order,
+    labelled_impressions,
+)
 from flows.shards import WHOLE, Shard
 from service.events.lake import open_lake
 from service.scoring.feature_store import open_store
@@ -83,6 +88,8 @@ def training_set_shards(settings: Settings, params: BuildParams, as_of: datetime
     """The training set, each shard's read and rows a task on the runner the settings name."""
     params = params.build_params()
     shards = [s for s in Shard.all(params.shards) if s.sampled(params.user_sample)]
+    if not shards:
+        raise NotEnoughData(f"a user sample of {params.user_sample:g} holds no user hash")
     futures = build_shard.map(unmapped(settings), unmapped(params), unmapped(as_of), shards)
     parts = [part for part in futures.result() if part is not None]
     return in_training_order(parts or [build_shard.fn(settings, params, as_of, WHOLE)])

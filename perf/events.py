@@ -146,7 +146,7 @@ def copy_to_jsonl(lake: EventLake, log: EventLog) -> int:
 
 def world_size(root: Path) -> str:
     lake = open_lake(world_settings(root))
-    paths = [p for k in lake.types() for d in lake.days(k) for p in lake.day_files(k, d)]
+    paths = lake.files()
     events = sum(pq.read_metadata(p).num_rows for p in paths)
     lake_bytes = sum(os.path.getsize(p) for p in paths)
     jsonl = jsonl_settings(root).events_dir.glob("day=*/*.jsonl")

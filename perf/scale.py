@@ -519,15 +519,11 @@ def print_row(row: dict) -> None:
     )
 
 
-def lake_files(lake: EventLake) -> list[str]:
-    return [p for k in lake.types() for d in lake.days(k) for p in lake.day_files(k, d)]
-
-
 def lake_stats(world: Path, users: int, days: int) -> dict:
     """The world's lake on disk, and one day of it compacted (in a copy) as the nightly
     compaction leaves it: bytes per event both ways."""
     lake = open_lake(Settings(home=world))
-    paths = lake_files(lake)
+    paths = lake.files()
     events = sum(pq.read_metadata(p).num_rows for p in paths)
     size = sum(os.path.getsize(p) for p in paths)
     day = AS_OF - timedelta(days=7)
@@ -594,7 +590,7 @@ def build_world(
     started = time.perf_counter()
     compaction(CompactionParams(closed_after_days=0), Settings(home=world))
     stats["compaction_s"] = time.perf_counter() - started
-    stats["compacted_files"] = len(lake_files(open_lake(Settings(home=world))))
+    stats["compacted_files"] = len(open_lake(Settings(home=world)).files())
     record.write_text(json.dumps({"shards": shards, "rows": rows, "stats": stats}))
     return rows, stats
 

@@ -263,6 +263,16 @@ class EventLake:
     def is_empty(self) -> bool:
         return not any(self.day_files(k, d) for k in self.types() for d in self.days(k))
 
+    def files(self) -> list[str]:
+        """Every file of every type and day."""
+        return [p for k in self.types() for d in self.days(k) for p in self.day_files(k, d)]
+
+    def file_events(self, path: str) -> list[Event]:
+        """One file's events, as written (without the user_hash stored beside each)."""
+        table = pq.read_table(path, filesystem=self.storage.fs)
+        fields = [name for name in table.column_names if name != USER_HASH]
+        return [EVENT_ADAPTER.validate_python(row) for row in table.select(fields).to_pylist()]
+
     def day_files(self, kind: str, day: date) -> list[str]:
         directory = self.storage.path(f"{TYPE_PREFIX}{kind}", f"{DAY_PREFIX}{day.isoformat()}")
         return self.storage.list_files(directory)

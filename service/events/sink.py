@@ -50,16 +50,14 @@ from typing import Any, Protocol, TypeVar
 
 import nats.errors
 import pyarrow as pa
-import pyarrow.parquet as pq
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from feature_repo.user_hash import USER_HASH
 from service.circuit import Breaker, DependencyFailed
 from service.events.jetstream import NatsUnavailable, Topology, connect, ensure_streams, publish
 from service.events.lake import EventLake, open_lake
-from service.events.models import EVENT_ADAPTER, Event
+from service.events.models import Event
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -130,14 +128,11 @@ class Spool:
         self._lake.append(events)
 
     def files(self) -> list[str]:
-        lake = self._lake
-        return [p for k in lake.types() for d in lake.days(k) for p in lake.day_files(k, d)]
+        return self._lake.files()
 
     def read(self, path: str) -> list[Event]:
-        """One file's events, as written (without the user_hash the lake stores beside each)."""
-        table = pq.read_table(path, filesystem=self._lake.storage.fs)
-        fields = [name for name in table.column_names if name != USER_HASH]
-        return [EVENT_ADAPTER.validate_python(row) for row in table.select(fields).to_pylist()]
+        """One file's events, as written."""
+        return self._lake.file_events(path)
 
     def delete(self, path: str) -> None:
         """Delete a replayed file; one another worker replayed and deleted first is gone."""

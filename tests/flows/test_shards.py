@@ -44,6 +44,18 @@ def test_a_user_sample_is_the_hashes_below_its_fraction_whatever_the_shard_count
     assert all(last + 1 == first for (_, last), (first, _) in itertools.pairwise(parts))
 
 
+def test_a_user_sample_too_small_to_hold_a_user_fails_as_not_enough_data(tmp_path):
+    from datetime import UTC, datetime
+
+    from flows.modeling.training_set import NotEnoughData
+    from flows.training_shards import BuildParams, training_set_shards
+    from service.settings import Settings
+
+    params = BuildParams(shards=4, user_sample=1e-20)
+    with pytest.raises(NotEnoughData, match="holds no user"):
+        training_set_shards.fn(Settings(home=tmp_path), params, datetime(2026, 11, 20, tzinfo=UTC))
+
+
 def test_a_shard_names_an_index_below_its_count():
     assert [s.name for s in Shard.all(3)] == ["0-of-3", "1-of-3", "2-of-3"]
     with pytest.raises(ValueError, match="not below the count"):

@@ -43,10 +43,6 @@ def feedback(event_id: str, day: date, reaction: str = "accepted") -> Feedback:
     )
 
 
-def stored_files(lake: EventLake) -> list[str]:
-    return [p for k in lake.types() for d in lake.days(k) for p in lake.day_files(k, d)]
-
-
 def test_every_event_reads_back_as_it_was_written(tmp_path):
     lake = EventLake(tmp_path / "lake", writer_id="w1")
     events = world_events()
