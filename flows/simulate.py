@@ -6,8 +6,9 @@ users ended), or, with `reset`, replaces the old world and every store derived f
 
 Users split into `shards` (flows/shards.py), each a task that appends its users' events in
 batches, under a writer id naming the shard, and records after each batch how many of its
-users are written (`world/shards/<i>-of-<n>.json`: one file per task, so no two writers share
-one). Once every shard is done, world.json says every user is written and those files go.
+users are written: a checkpoint in the lake per task (`simulator-<i>-of-<n>`, so no two
+writers share one, and a worker on another host finds it). Once every shard is done,
+world.json says every user is written and the checkpoints go.
 Each user's events come from that user's own random streams (flows/simulation/world.py), so
 the lake holds the same events, ids included, whatever the shard count. A rerun with another
 count than the crashed run's writes those shards' users again, and the lake's readers keep
@@ -115,14 +116,6 @@ def _manifest_path(settings: Settings) -> Path:
     return settings.world_dir / "world.json"
 
 
-def _progress_dir(settings: Settings) -> Path:
-    return settings.world_dir / "shards"
-
-
-def _progress_path(settings: Settings, shard: Shard) -> Path:
-    return _progress_dir(settings) / f"{shard.name}.json"
-
-
 def _save(path: Path, record: BaseModel) -> None:
     """Replace `path` whole, so that a crash leaves the old record or the new one."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -167,18 +160,19 @@ def write_shard(
     logger = get_run_logger()
     world = _world(params, end)
     mine = np.flatnonzero(shard.holds(user_id(i) for i in range(params.users)))
-    path = _progress_path(settings, shard)
-    saved = ShardProgress.model_validate_json(path.read_text()).users_done if path.exists() else 0
-    first = max(saved, int(np.searchsorted(mine, users_done)))
+    writer = f"{SIM_WRITER}-{shard.name}"
+    lake = open_lake(settings, writer_id=writer)
+    saved = lake.checkpoint(writer)
+    done = ShardProgress.model_validate_json(saved).users_done if saved else 0
+    first = max(done, int(np.searchsorted(mine, users_done)))
     if first:
         logger.info("shard %s: resuming after %d of its %d users", shard.name, first, len(mine))
-    lake = open_lake(settings, writer_id=f"{SIM_WRITER}-{shard.name}")
     written = 0
     for start in range(first, len(mine), USERS_PER_BATCH):
         batch = mine[start : start + USERS_PER_BATCH]
         written += lake.append(world.events(batch.tolist()))
         done = start + len(batch)
-        _save(path, ShardProgress(users_done=done))
+        lake.save_checkpoint(writer, ShardProgress(users_done=done).model_dump_json())
         logger.info("shard %s: wrote %d/%d users (%d events)", shard.name, done, len(mine), written)
     return ShardWritten(users_before=first, events=written)
 
@@ -194,11 +188,11 @@ def simulate(params: SimulateParams, settings: Settings | None = None) -> Simula
         if settings.data_dir.exists():
             shutil.rmtree(settings.data_dir)
     if not resuming:
-        # Progress recorded for a world the lake no longer holds (another TIPML_EVENTS_URL).
-        shutil.rmtree(_progress_dir(settings), ignore_errors=True)
+        # Progress recorded for a world the lake no longer holds.
+        EventLake(settings.events_location).clear_checkpoints()
 
     world = _world(params, end)
-    _progress_dir(settings).mkdir(parents=True, exist_ok=True)
+    settings.world_dir.mkdir(parents=True, exist_ok=True)
     truth = pd.DataFrame([u.model_dump() for u in world.users])
     truth["receptivity"] = truth["receptivity"].map(json.dumps)
     truth.to_parquet(settings.world_dir / "users.parquet", index=False)
@@ -214,7 +208,7 @@ def simulate(params: SimulateParams, settings: Settings | None = None) -> Simula
         users_done=manifest.users_done,
     )
     _save(_manifest_path(settings), manifest.model_copy(update={"users_done": params.users}))
-    shutil.rmtree(_progress_dir(settings))
+    EventLake(settings.events_location).clear_checkpoints()
     return SimulateReport(
         users=params.users,
         events=sum(s.events for s in shards),

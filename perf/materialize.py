@@ -44,8 +44,8 @@ from feast.infra.online_stores.helpers import compute_table_id
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES, user_profile
 from feature_repo.profile_transforms import TIMESTAMP
 from flows.featurestore.materialize import materialize_profiles
-from flows.featurestore.offline_table import SCHEMA, table_dir, write_partitions
-from service.scoring.feature_store import CONFIG_FILES, apply_definitions, offline_reads, open_store
+from flows.featurestore.offline_table import SCHEMA, offline_reads, write_partitions
+from service.scoring.feature_store import CONFIG_FILES, apply_definitions, open_store
 from service.settings import ENV_VARS, FEATURE_REPO_DIR, Settings
 
 REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 12
@@ -282,7 +282,7 @@ def bench(kind: str, users: int, root: Path) -> list[Result]:
     results = []
     for method in METHODS:
         settings = settings_for(root / f"{kind}-{users}-{method}", kind)
-        shutil.copytree(table_dir(source), table_dir(settings))  # the same Parquet files
+        shutil.copytree(source.offline_location, settings.offline_location)  # the same files
         if kind == "redis":
             redis_client().flushdb()
         seconds, store = RUNNERS[method](settings, users)

@@ -68,11 +68,11 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import pandas as pd
 import psutil
-import pyarrow.parquet as pq
 
 from feature_repo.categories import TIP_CATEGORIES
-from flows.featurestore.offline_table import partition_days, table_dir
+from flows.featurestore.offline_table import partition_days, read_range
 from service.scoring.model_names import CHAMPION, MODEL_NAME
 from service.scoring.model_registry import version_by_alias
 from service.settings import ENV_VARS, Settings
@@ -188,13 +188,13 @@ def home_users(settings: Settings) -> list[str]:
     days = partition_days(settings)
     if not days:
         raise SetupError(
-            f"no profile table under {table_dir(settings)}; run `make demo` (or "
+            f"no profile table at {settings.offline_location}; run `make demo` (or "
             "`tipml simulate && tipml features run`) first"
         )
-    latest = table_dir(settings) / f"{days[-1].isoformat()}.parquet"
-    users = sorted(set(pq.read_table(latest, columns=["user_id"]).column(0).to_pylist()))
+    latest = pd.Timestamp(days[-1], tz="UTC")
+    users = sorted(set(read_range(settings, latest, latest)["user_id"]))
     if not users:
-        raise SetupError(f"{latest} holds no users")
+        raise SetupError(f"the profile table's latest day, {days[-1]}, holds no users")
     return users
 
 

@@ -16,6 +16,8 @@ ENV_VARS = {
     "bandit_store": "TIPML_BANDIT_STORE",
     "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
     "events_url": "TIPML_EVENTS_URL",
+    "offline_url": "TIPML_OFFLINE_URL",
+    "feast_registry": "TIPML_FEAST_REGISTRY",
     "event_sink": "TIPML_EVENT_SINK",
     "nats_url": "TIPML_NATS_URL",
     "nats_namespace": "TIPML_NATS_NAMESPACE",
@@ -61,6 +63,18 @@ class Settings(BaseModel):
         description="The event lake: a path or s3://bucket/prefix (default: events under the "
         "data dir).",
     )
+    offline_url: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The offline feature data (profile table and profile state): a path or "
+        "s3://bucket/prefix (default: offline under the data dir).",
+    )
+    feast_registry: str | None = Field(
+        default=None,
+        pattern=r"^s3://[^/\s]+/\S+$",
+        description="The Feast registry as an object, s3://bucket/key, for batch workers on "
+        "other hosts (default: registry.db under the data dir).",
+    )
     event_sink: Literal["local", "jetstream"] = Field(
         default="local",
         description="Where the service's feedback and decisions go: local = appended to the "
@@ -103,6 +117,12 @@ class Settings(BaseModel):
     def events_location(self) -> str:
         """Where the event lake is (service/events/lake.py): TIPML_EVENTS_URL or events_dir."""
         return self.events_url or str(self.events_dir)
+
+    @property
+    def offline_location(self) -> str:
+        """Where the offline feature data is (flows/featurestore/offline_table.py):
+        TIPML_OFFLINE_URL or offline under the data dir."""
+        return self.offline_url or str(self.data_dir / "offline")
 
     @property
     def tracking_uri(self) -> str:

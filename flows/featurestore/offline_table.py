@@ -1,27 +1,29 @@
-"""The offline profile table: per as-of day, one Parquet file per user shard, under the Feast
-source path: `data/offline/user_profile/<day>/<shard>-of-<count>.parquet` (flows/shards.py).
+"""The offline profile table: per as-of day, one Parquet file per user shard,
+`<offline>/user_profile/<day>/<shard>-of-<count>.parquet` (flows/shards.py), where <offline> is
+TIPML_OFFLINE_URL, a path or s3://bucket/prefix (default: the home's data/offline, the
+FileSource's own path), so workers on other hosts read and write it by URL.
 
-A shard's day file is replaced whole (write aside, then rename), so a reader, Feast's offline
-store included, sees either the old file or the new one, never half of it.
+A shard's day file is replaced whole (service/storage.py), so a reader sees either the old
+file or the new one, never half of it.
 
-Feast's point-in-time read scans every file its FileSource's glob matches. A read for some
-users only (a training shard) runs from a `view`: a directory whose relative glob matches the
-files of the shards that may hold those users, as hard links, so its scan does not grow with
-the world (service/scoring/feature_store.py offline_reads: the DuckDB offline store opens the
-relative path from the cwd).
+Feast reads the table through `offline_reads`: from a `view`, a local directory that holds
+the files of the shards that may hold the users read, under the FileSource's relative path
+(hard links when the table is on this disk, downloads when not). A shard's point-in-time read
+then scans its own users' files, not the world's, and Feast's DuckDB store never needs to
+reach a bucket (it opens the relative path from the cwd).
 """
 
 import contextlib
-import os
 import shutil
+import tempfile
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from feature_repo.data_sources import PROFILE_TABLE_DIR
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
@@ -29,6 +31,7 @@ from feature_repo.profile_transforms import TIMESTAMP
 from feature_repo.user_hash import HashRange
 from flows.shards import WHOLE, Shard
 from service.settings import Settings
+from service.storage import Storage
 
 SCHEMA = pa.schema(
     [
@@ -42,32 +45,39 @@ SCHEMA = pa.schema(
     ]
 )
 
-# Beside the table, not in it: PROFILE_TABLE_GLOB never matches a view's links.
+TABLE = PurePosixPath(PROFILE_TABLE_DIR).name
+# Beside the table, not in it: the FileSource glob never matches a view's links.
 VIEWS_DIR = ".views"
 
 # Keep int64 columns integral when they hold nulls (preferred_hour may be unknown).
 _NULLABLE = {pa.int64(): pd.Int64Dtype()}
 
+# One offline read at a time in a process: `offline_reads` changes the process's working
+# directory and ibis's default connection, so reads in threads would read through each other's.
+_READS = threading.Lock()
 
-def table_dir(settings: Settings) -> Path:
-    return settings.home / PROFILE_TABLE_DIR
+
+def storage(settings: Settings) -> Storage:
+    return Storage(settings.offline_location)
 
 
-def _files(settings: Settings, day: date) -> list[Path]:
-    return sorted((table_dir(settings) / day.isoformat()).glob("*.parquet"))
+def _files(place: Storage, day: date) -> list[str]:
+    return place.list_files(place.path(TABLE, day.isoformat()))
 
 
 def partition_days(settings: Settings, shard: Shard | None = None) -> list[date]:
     """As-of days with a file: of `shard`, or of any shard when None."""
-    directory = table_dir(settings)
-    if not directory.is_dir():
-        return []
-    name = f"{shard.name}.parquet" if shard else "*.parquet"
+    place = storage(settings)
+    days = (date.fromisoformat(d) for d in place.list_dirs(place.path(TABLE)))
     return sorted(
-        date.fromisoformat(p.name)
-        for p in directory.iterdir()
-        if p.is_dir() and p.name[0] != "." and any(p.glob(name))
+        day
+        for day in days
+        if any(shard is None or _stem(f) == shard.name for f in _files(place, day))
     )
+
+
+def _stem(path: str) -> str:
+    return PurePosixPath(path).stem
 
 
 def write_partitions(
@@ -78,31 +88,27 @@ def write_partitions(
 ) -> list[date]:
     """Replace `shard`'s file of each of `days` (default: the days in `profiles`) with its rows
     in `profiles`: an empty file for a day without any, so the day counts as computed."""
+    place = storage(settings)
     table = pa.Table.from_pandas(profiles, schema=SCHEMA, preserve_index=False)
     stamps = profiles[TIMESTAMP].dt.date.to_numpy()
-    written = []
-    for day in sorted(set(stamps) if days is None else days):
-        directory = table_dir(settings) / day.isoformat()
-        directory.mkdir(parents=True, exist_ok=True)
-        # A leading dot keeps the half-written file out of Feast's and DuckDB's glob.
-        tmp = directory / f".{shard.name}.{uuid.uuid4().hex}.tmp"
-        pq.write_table(table.filter(pa.array(stamps == day)), tmp)
-        os.replace(tmp, directory / f"{shard.name}.parquet")
-        written.append(day)
+    written = sorted(set(stamps) if days is None else days)
+    for day in written:
+        path = place.path(TABLE, day.isoformat(), f"{shard.name}.parquet")
+        place.write_table(path, table.filter(pa.array(stamps == day)))
     return written
 
 
 def retire_other_counts(settings: Settings, count: int) -> int:
     """Delete the files of a shard count other than `count`: once every shard of the new
     count is written, the old count's rows are the same users twice. Returns files deleted."""
+    place = storage(settings)
     stale = [
         path
         for day in partition_days(settings)
-        for path in _files(settings, day)
-        if not path.stem.endswith(f"-of-{count}")
+        for path in _files(place, day)
+        if not _stem(path).endswith(f"-of-{count}")
     ]
-    for path in stale:
-        path.unlink()
+    place.delete(stale)
     return len(stale)
 
 
@@ -111,28 +117,30 @@ def read_range(
 ) -> pd.DataFrame:
     """Rows with start <= event_timestamp <= end (of `shard`, or of all), the window Feast
     materializes, ordered by time and user as one unsharded run writes them."""
+    place = storage(settings)
     files = [
         path
         for day in partition_days(settings, shard)
         if start <= pd.Timestamp(day, tz="UTC") <= end
-        for path in _files(settings, day)
-        if shard is None or path.stem == shard.name
+        for path in _files(place, day)
+        if shard is None or _stem(path) == shard.name
     ]
     if not files:
         return SCHEMA.empty_table().to_pandas(types_mapper=_NULLABLE.get)
-    table = pa.concat_tables(pq.read_table(f, schema=SCHEMA) for f in files)
+    table = pa.concat_tables(place.read_table(f, schema=SCHEMA) for f in files)
     table = table.sort_by([(TIMESTAMP, "ascending"), ("user_id", "ascending")])
     return table.to_pandas(types_mapper=_NULLABLE.get)
 
 
-def files_holding(settings: Settings, users: HashRange) -> list[Path]:
+def files_holding(settings: Settings, users: HashRange) -> list[str]:
     """The files whose shard's user hashes overlap [first, last] (flows/shards.py), of every
     day and every shard count the table holds."""
     first, last = users
+    place = storage(settings)
     held = []
     for day in partition_days(settings):
-        for path in _files(settings, day):
-            index, _, count = path.stem.partition("-of-")
+        for path in _files(place, day):
+            index, _, count = _stem(path).partition("-of-")
             low, high = Shard(index=int(index), count=int(count)).hash_range
             if high >= first and low <= last:
                 held.append(path)
@@ -141,14 +149,43 @@ def files_holding(settings: Settings, users: HashRange) -> list[Path]:
 
 @contextlib.contextmanager
 def view(settings: Settings, users: HashRange) -> Iterator[Path]:
-    """A directory where the table's relative path holds `files_holding(users)` only, as hard
-    links (the same inode: nothing copied), removed on exit."""
-    root = table_dir(settings).parent / VIEWS_DIR / uuid.uuid4().hex
+    """A local directory where the FileSource's relative path holds `files_holding(users)`
+    only, removed on exit: hard links beside a table on this disk (nothing copied), a
+    temporary download of a table elsewhere."""
+    place = storage(settings)
+    if place.local:
+        root = Path(place.root) / VIEWS_DIR / uuid.uuid4().hex
+    else:
+        root = Path(tempfile.mkdtemp(prefix="tipml-view-"))
     try:
         for path in files_holding(settings, users):
-            link = root / path.relative_to(settings.home)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            os.link(path, link)
+            day, name = PurePosixPath(path).parts[-2:]
+            place.copy_to(path, root / PROFILE_TABLE_DIR / day / name)
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def offline_reads(settings: Settings, users: HashRange | None = None) -> Iterator[None]:
+    """Run Feast offline reads of the users in `users` (all when None) from a `view`, in a
+    DuckDB connection of their own, closed on exit; one block at a time in a process.
+
+    Feast's DuckDB offline store opens relative FileSource paths from the process's cwd, not
+    from the repo path as its file store and the `feast` CLI (run inside the repo) do. It runs
+    on ibis's default connection, where each read registers its entity frame and its files as
+    views that are never dropped: a worker building shard after shard kept ~40 MB more for
+    each, until the connection they live in is closed.
+    """
+    import ibis
+
+    with _READS, view(settings, WHOLE.hash_range if users is None else users) as root:
+        previous = ibis.options.default_backend
+        connection = ibis.duckdb.connect()
+        ibis.set_backend(connection)
+        try:
+            with contextlib.chdir(root):
+                yield
+        finally:
+            ibis.options.default_backend = previous
+            connection.disconnect()

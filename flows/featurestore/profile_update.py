@@ -1,12 +1,13 @@
 """Daily profiles into the offline table: the full recompute, and the daily run that reads only
 the new days.
 
-Beside the profile table the features flow keeps what the next daily run starts from
+Beside the profile table, in the same storage (flows/featurestore/offline_table.py), the
+features flow keeps per shard what its next daily run starts from
 (`feature_repo/profile_transforms.py` says what each holds):
 
-    data/offline/profile_state/aggregates/<UTC day>.parquet     per-user counts of a closed day
-    data/offline/profile_state/states/<as-of day>/users.parquet  the state at an as-of day
-                                                 .../open_tasks.parquet
+    <offline>/profile_state/<shard>/aggregates/<UTC day>.parquet    per-user counts of a day
+    <offline>/profile_state/<shard>/states/<as-of day>/<written>/users.parquet  a state
+                                                              .../open_tasks.parquet
 
 A run computes the as-of days from (the last computed day - overlap_days) to its as-of day,
 so events up to `overlap_days` late are picked up. It starts from the kept state at its first
@@ -17,23 +18,21 @@ yet, or when the state its first day needs is not kept (a larger overlap than th
 kept states for, or a home from before the states). A full run replaces every aggregate and
 state; events later than the overlap are picked up by the next full run.
 
-Every file is written aside and renamed into place. Profiles are written first, then the
+Every file is visible only whole (service/storage.py). Profiles are written first, then the
 aggregates, then the states: a state is the promise that everything before it is written, so
 a run that crashes part way leaves the last run's states, and the next run starts from one.
+A state is its two files in a directory of its own, open_tasks written last: a directory
+without it is a state never finished, which no reader takes.
 """
 
 import logging
 import math
-import os
-import shutil
-import uuid
+import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from feature_repo.profile_transforms import (
@@ -49,14 +48,15 @@ from feature_repo.profile_transforms import (
     run_profiles,
 )
 from flows.featurestore.event_frames import load_event_frames
-from flows.featurestore.offline_table import partition_days, write_partitions
+from flows.featurestore.offline_table import partition_days, storage, write_partitions
 from flows.shards import WHOLE, Shard
 from service.events.lake import open_lake
 from service.settings import Settings
+from service.storage import Storage
 
 log = logging.getLogger(__name__)
 
-PROFILE_STATE_DIR = "data/offline/profile_state"
+PROFILE_STATE_DIR = "profile_state"
 _UTC = pa.timestamp("us", tz="UTC")
 AGGREGATES_SCHEMA = pa.schema(
     [
@@ -101,88 +101,89 @@ class ProfileUpdate(BaseModel):
         )
 
 
-def state_root(settings: Settings, shard: Shard = WHOLE) -> Path:
-    return settings.home / PROFILE_STATE_DIR / shard.name
-
-
-def _write_table(table: pa.Table, path: Path) -> None:
-    """Replace `path` whole: written under a dot-name beside it, then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+def state_root(settings: Settings, shard: Shard = WHOLE) -> tuple[Storage, str]:
+    place = storage(settings)
+    return place, place.path(PROFILE_STATE_DIR, shard.name)
 
 
 def write_aggregates(
     settings: Settings, aggregates: pd.DataFrame, days: list[date], shard: Shard = WHOLE
 ) -> None:
     """Replace the aggregates of each of `days`; a day without a row keeps no file."""
-    directory = state_root(settings, shard) / "aggregates"
+    place, root = state_root(settings, shard)
     table = pa.Table.from_pandas(aggregates, schema=AGGREGATES_SCHEMA, preserve_index=False)
     by_day = aggregates["day"].to_numpy()
     for day in days:
-        path = directory / f"{day.isoformat()}.parquet"
+        path = f"{root}/aggregates/{day.isoformat()}.parquet"
         rows = by_day == day
         if rows.any():
-            _write_table(table.filter(pa.array(rows)), path)
-        else:
-            path.unlink(missing_ok=True)
+            place.write_table(path, table.filter(pa.array(rows)))
+        elif place.exists(path):
+            place.delete([path])
 
 
 def read_aggregates(
     settings: Settings, start: date, end: date, shard: Shard = WHOLE
 ) -> pd.DataFrame:
     """Aggregates of days [start, end)."""
-    directory = state_root(settings, shard) / "aggregates"
+    place, root = state_root(settings, shard)
+    kept = set(place.list_files(f"{root}/aggregates"))
     files = [
-        directory / f"{(start + timedelta(days=i)).isoformat()}.parquet"
+        f"{root}/aggregates/{(start + timedelta(days=i)).isoformat()}.parquet"
         for i in range((end - start).days)
     ]
-    tables = [pq.read_table(f, schema=AGGREGATES_SCHEMA) for f in files if f.exists()]
+    tables = [place.read_table(f, schema=AGGREGATES_SCHEMA) for f in files if f in kept]
     if not tables:
         return empty_aggregates()
     return pa.concat_tables(tables).to_pandas()
 
 
+def _versions(place: Storage, root: str, day: date) -> list[str]:
+    """The finished states of `day`, oldest first."""
+    directory = f"{root}/states/{day.isoformat()}"
+    return [
+        f"{directory}/{version}"
+        for version in place.list_dirs(directory)
+        if place.exists(f"{directory}/{version}/open_tasks.parquet")
+    ]
+
+
 def write_state(settings: Settings, state: ProfileState, shard: Shard = WHOLE) -> None:
-    """A state's two files, in a directory renamed into place whole."""
-    states = state_root(settings, shard) / "states"
-    final = states / state.as_of.isoformat()
-    staging = states / f".{state.as_of.isoformat()}.{uuid.uuid4().hex}.tmp"
-    staging.mkdir(parents=True)
-    pq.write_table(
-        pa.Table.from_pandas(state.users, schema=USERS_SCHEMA, preserve_index=False),
-        staging / "users.parquet",
-    )
-    pq.write_table(
-        pa.Table.from_pandas(state.open_tasks, schema=OPEN_TASKS_SCHEMA, preserve_index=False),
-        staging / "open_tasks.parquet",
-    )
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
+    """A state's two files in a new directory, open_tasks last; then the day's other
+    directories go (older states, and any a crashed run left unfinished)."""
+    place, root = state_root(settings, shard)
+    day = f"{root}/states/{state.as_of.isoformat()}"
+    version = f"{time.time_ns():020d}"
+    users = pa.Table.from_pandas(state.users, schema=USERS_SCHEMA, preserve_index=False)
+    tasks = pa.Table.from_pandas(state.open_tasks, schema=OPEN_TASKS_SCHEMA, preserve_index=False)
+    place.write_table(f"{day}/{version}/users.parquet", users)
+    place.write_table(f"{day}/{version}/open_tasks.parquet", tasks)
+    for other in place.list_dirs(day):
+        if other != version:
+            place.delete_dir(f"{day}/{other}")
 
 
 def read_state(settings: Settings, day: date, shard: Shard = WHOLE) -> ProfileState | None:
-    directory = state_root(settings, shard) / "states" / day.isoformat()
-    if not (directory / "open_tasks.parquet").exists():
+    place, root = state_root(settings, shard)
+    versions = _versions(place, root, day)
+    if not versions:
         return None
-    users = pq.read_table(directory / "users.parquet", schema=USERS_SCHEMA).to_pandas()
-    tasks = pq.read_table(directory / "open_tasks.parquet", schema=OPEN_TASKS_SCHEMA)
-    return ProfileState(day, users, tasks.to_pandas())
+    users = place.read_table(f"{versions[-1]}/users.parquet", schema=USERS_SCHEMA)
+    tasks = place.read_table(f"{versions[-1]}/open_tasks.parquet", schema=OPEN_TASKS_SCHEMA)
+    return ProfileState(day, users.to_pandas(), tasks.to_pandas())
 
 
 def state_days(settings: Settings, shard: Shard = WHOLE) -> list[date]:
-    directory = state_root(settings, shard) / "states"
-    if not directory.is_dir():
-        return []
-    return sorted(date.fromisoformat(p.name) for p in directory.iterdir() if p.name[0] != ".")
+    place, root = state_root(settings, shard)
+    days = (date.fromisoformat(d) for d in place.list_dirs(f"{root}/states"))
+    return sorted(day for day in days if _versions(place, root, day))
 
 
 def _drop_states(settings: Settings, keep: set[date], shard: Shard = WHOLE) -> None:
-    for day in state_days(settings, shard):
-        if day not in keep:
-            shutil.rmtree(state_root(settings, shard) / "states" / day.isoformat())
+    place, root = state_root(settings, shard)
+    for day in place.list_dirs(f"{root}/states"):
+        if date.fromisoformat(day) not in keep:
+            place.delete_dir(f"{root}/states/{day}")
 
 
 def update_profiles(
@@ -239,7 +240,8 @@ def update_profiles(
 
     written = write_partitions(settings, run.profiles, days, shard)
     if start is None:
-        shutil.rmtree(state_root(settings, shard), ignore_errors=True)
+        place, root = state_root(settings, shard)
+        place.delete_dir(root)
     write_aggregates(settings, run.aggregates, run.event_days, shard)
     for state in run.states.values():
         write_state(settings, state, shard)

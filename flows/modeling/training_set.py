@@ -16,8 +16,6 @@ shard too: its read scans only the offline files of its users' shards (`view` in
 flows/featurestore/offline_table.py), not every shard's.
 """
 
-import contextlib
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -30,11 +28,10 @@ from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.freshness import resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from feature_repo.user_hash import HashRange
-from flows.featurestore.offline_table import view
+from flows.featurestore.offline_table import offline_reads
 from service.api.request import request_data
 from service.events.lake import EventLake
 from service.events.models import ATTRIBUTION_WINDOW
-from service.scoring.feature_store import offline_reads
 from service.scoring.model_inputs import MODEL_FEATURES, model_frame
 from service.settings import Settings
 
@@ -58,10 +55,6 @@ META_COLUMNS = (
 )
 HISTORICAL_CHUNK_ROWS = 25_000
 CONTEXT_BATCH_ROWS = 20_000
-# One historical read at a time in a process: offline_reads changes the process's working
-# directory, and Feast's DuckDB reads share ibis's default connection, so shards built in
-# threads would read through each other's.
-_HISTORICAL_READS = threading.Lock()
 
 
 def labelled_impressions(
@@ -147,10 +140,7 @@ def build_training_set(
     entity_df["row"] = range(len(entity_df))
     service = store.get_feature_service(feature_service)
     parts = []
-    with contextlib.ExitStack() as reads:
-        reads.enter_context(_HISTORICAL_READS)
-        root = None if users is None else reads.enter_context(view(settings, users))
-        reads.enter_context(offline_reads(settings, root))
+    with offline_reads(settings, users):
         for first in range(0, max(len(entity_df), 1), HISTORICAL_CHUNK_ROWS):
             chunk = entity_df.iloc[first : first + HISTORICAL_CHUNK_ROWS]
             parts.append(store.get_historical_features(entity_df=chunk, features=service).to_df())

@@ -42,7 +42,6 @@ from typing import Any, Literal, get_args, get_origin
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import AwareDatetime, BaseModel
 
@@ -51,6 +50,7 @@ from feature_repo.user_hash import USER_HASH, HashRange, user_hashes
 from service.events.log import EventLog
 from service.events.models import EVENT_ADAPTER, EVENT_MODELS, Event
 from service.settings import Settings
+from service.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ LEGACY_JSONL = f"{JSONL_DAY_PREFIX}*/*.jsonl"
 TYPE_PREFIX = "type="
 DAY_PREFIX = "day="
 SUFFIX = ".parquet"
+CHECKPOINTS = "_checkpoints"
 # Small enough that a shard of a day's file skips most of it, large enough that a footer's
 # statistics stay a small part of the file.
 ROW_GROUP_ROWS = 8192
@@ -111,95 +112,9 @@ def _utc_day(stamp: datetime) -> date:
     return stamp.astimezone(UTC).date()
 
 
-class _Storage:
-    """Where the files are: a local directory, or a bucket prefix through pyarrow's S3."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        if "://" in url and not url.startswith("file://"):
-            filesystem, root = pafs.FileSystem.from_uri(url)
-            endpoint = os.environ.get("AWS_ENDPOINT_URL")
-            if isinstance(filesystem, pafs.S3FileSystem) and endpoint and "endpoint" not in url:
-                scheme, _, host = endpoint.partition("://")
-                filesystem = pafs.S3FileSystem(endpoint_override=host, scheme=scheme)
-            self.fs, self.root, self.local = filesystem, root.rstrip("/"), False
-        else:
-            path = Path(url.removeprefix("file://")).resolve()
-            self.fs, self.root, self.local = pafs.LocalFileSystem(), str(path), True
-
-    def path(self, *parts: str) -> str:
-        return "/".join([self.root, *parts])
-
-    def _listing(self, path: str) -> list[pafs.FileInfo]:
-        """What is in a directory; nothing when `path` is missing or not a directory (a stray
-        file where a partition should be is not the lake's, and must not stop a reader)."""
-        if self.fs.get_file_info(path).type != pafs.FileType.Directory:
-            return []
-        return self.fs.get_file_info(pafs.FileSelector(path))
-
-    def list_dirs(self, path: str, prefix: str) -> list[str]:
-        return sorted(
-            info.base_name.removeprefix(prefix)
-            for info in self._listing(path)
-            if info.type == pafs.FileType.Directory and info.base_name.startswith(prefix)
-        )
-
-    def list_files(self, path: str) -> list[str]:
-        return sorted(
-            info.path
-            for info in self._listing(path)
-            if info.type == pafs.FileType.File
-            and info.base_name.endswith(SUFFIX)
-            and not info.base_name.startswith((".", "_"))
-        )
-
-    def write_once(self, files: Sequence[tuple[str, str, bytes]]) -> None:
-        """Write (directory, name, data) files, each visible only whole, all durable on return.
-
-        Locally every file is written under a hidden name first, then all are fsynced, then
-        renamed, then each directory is fsynced once: one journal flush serves the batch.
-        """
-        if not self.local:
-            for directory, name, data in files:
-                self.fs.create_dir(directory, recursive=True)
-                with self.fs.open_output_stream(f"{directory}/{name}") as out:
-                    out.write(data)
-            return
-        staged = []
-        for directory, name, data in files:
-            folder = Path(directory)
-            folder.mkdir(parents=True, exist_ok=True)
-            hidden = folder / f".{name}.tmp"
-            with open(hidden, "wb") as f:
-                f.write(data)
-            staged.append((hidden, folder / name))
-        for hidden, _ in staged:
-            descriptor = os.open(hidden, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-        for hidden, final in staged:
-            os.replace(hidden, final)
-        for folder in {final.parent for _, final in staged}:
-            descriptor = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)  # the renames survive a crash too
-            finally:
-                os.close(descriptor)
-
-    def delete(self, paths: Sequence[str]) -> None:
-        for path in paths:
-            self.fs.delete_file(path)
-
-    def delete_dir(self, path: str) -> None:
-        if self.fs.get_file_info(path).type == pafs.FileType.Directory:
-            self.fs.delete_dir(path)
-
-
 class EventLake:
     def __init__(self, url: str | Path, writer_id: str | None = None) -> None:
-        self.storage = _Storage(str(url))
+        self.storage = Storage(str(url))
         self.writer_id = writer_id or f"{socket.gethostname()}-{os.getpid()}"
         # What reads through this lake have skipped, by why: "unreadable" files and
         # "out_of_range" rows.
@@ -240,6 +155,23 @@ class EventLake:
         directory = self.storage.path(f"{TYPE_PREFIX}{kind}", f"{DAY_PREFIX}{day.isoformat()}")
         return directory, name, sink.getvalue().to_pybytes()
 
+    # --- writers' checkpoints --------------------------------------------------------------
+
+    def checkpoint(self, name: str) -> str | None:
+        """What writer `name` last recorded of how far it got; None when nothing is.
+
+        Kept beside the events it describes (under `_checkpoints/`, which readers never list),
+        so a writer resumed on any host that reaches the lake finds it.
+        """
+        return self.storage.read_text(self.storage.path(CHECKPOINTS, f"{name}.json"))
+
+    def save_checkpoint(self, name: str, text: str) -> None:
+        """Replace writer `name`'s checkpoint whole: a crash leaves the old one or the new."""
+        self.storage.write_once([(self.storage.path(CHECKPOINTS), f"{name}.json", text.encode())])
+
+    def clear_checkpoints(self) -> None:
+        self.storage.delete_dir(self.storage.path(CHECKPOINTS))
+
     # --- what is there ---------------------------------------------------------------------
 
     def types(self) -> list[str]:
@@ -256,9 +188,10 @@ class EventLake:
         return sorted(found)
 
     def clear(self) -> None:
-        """Delete every event: for replacing a world, never for a live lake."""
+        """Delete every event and checkpoint: for replacing a world, never for a live lake."""
         for kind in self.types():
             self.storage.delete_dir(self.storage.path(f"{TYPE_PREFIX}{kind}"))
+        self.clear_checkpoints()
 
     def is_empty(self) -> bool:
         return not any(self.day_files(k, d) for k in self.types() for d in self.days(k))
@@ -269,7 +202,7 @@ class EventLake:
 
     def file_events(self, path: str) -> list[Event]:
         """One file's events, as written (without the user_hash stored beside each)."""
-        table = pq.read_table(path, filesystem=self.storage.fs)
+        table = self.storage.read_table(path)
         fields = [name for name in table.column_names if name != USER_HASH]
         return [EVENT_ADAPTER.validate_python(row) for row in table.select(fields).to_pylist()]
 
@@ -371,7 +304,7 @@ class EventLake:
         read, tables = [], []
         for path in files:
             try:
-                tables.append(pq.read_table(path, filesystem=self.storage.fs))
+                tables.append(self.storage.read_table(path))
             except (OSError, pa.ArrowException) as exc:
                 log.warning("%s: unreadable, left in place: %s", path, type(exc).__name__)
                 continue

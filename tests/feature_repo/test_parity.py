@@ -22,12 +22,12 @@ from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from feature_repo.profile_transforms import DAY, compute_daily_profiles
 from flows.featurestore.event_frames import load_event_frames
 from flows.featurestore.materialize import materialize_profiles
-from flows.featurestore.offline_table import read_range, write_partitions
+from flows.featurestore.offline_table import offline_reads, read_range, write_partitions
 from flows.featurestore.profile_update import update_profiles
 from flows.simulation.world import World
 from service.api.request import RequestContext, Task
 from service.events.lake import open_lake
-from service.scoring.feature_store import apply_definitions, offline_reads, open_store
+from service.scoring.feature_store import apply_definitions, open_store
 from service.scoring.online_features import OnlineFeatureReader
 from tests.conftest import WORLD_END_TS
 

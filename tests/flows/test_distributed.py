@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -33,7 +33,8 @@ USERS = ["u000000", "u000005", "u000011", "u000023", "nobody"]
 class Cluster:
     """A scheduler and named single-threaded workers, each a process of its own."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, prefix: Sequence[str] = ()) -> None:
+        """`prefix` goes before each worker's command (a namespace of its own, say)."""
         from prefect.settings import PREFECT_API_URL
 
         with socket.socket() as s:
@@ -48,7 +49,7 @@ class Cluster:
         )
         self.workers = {
             f"w{i}": subprocess.Popen(
-                [DASK, "worker", self.address, "--name", f"w{i}", *WORKER_FLAGS],
+                [*prefix, DASK, "worker", self.address, "--name", f"w{i}", *WORKER_FLAGS],
                 env=env,
                 stderr=subprocess.DEVNULL,
             )

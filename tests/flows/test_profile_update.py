@@ -19,6 +19,7 @@ from flows.simulate import SimulateParams, simulate
 from service.events.lake import open_lake
 from service.events.models import Feedback, TaskCompleted
 from service.settings import Settings
+from service.storage import Storage
 from tests.conftest import WORLD_END
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -52,7 +53,7 @@ def full_table(settings: Settings, tmp_path) -> pd.DataFrame:
     """The profile table a full recompute writes, in a home of its own."""
     other = Settings(home=tmp_path / "full")
     shutil.copytree(settings.home, other.home)
-    shutil.rmtree(other.home / "data" / "offline", ignore_errors=True)
+    shutil.rmtree(other.offline_location, ignore_errors=True)
     assert update_profiles(other, at(WORLD_END), full=True).mode == "full"
     return table(other)
 
@@ -112,9 +113,40 @@ def test_a_run_without_its_start_state_recomputes_in_full(home, tmp_path):
     wider = update_profiles(home, at(WORLD_END), overlap_days=5)
     assert wider.mode == "full"
     assert wider.reason == f"no kept state at {WORLD_END - timedelta(days=5)}"
-    shutil.rmtree(state_root(home))
+    place, root = state_root(home)
+    place.delete_dir(root)
     assert update_profiles(home, at(WORLD_END)).mode == "full"
     pd.testing.assert_frame_equal(table(home), full_table(home, tmp_path))
+
+
+def test_a_run_that_dies_writing_a_state_leaves_the_last_states_to_start_from(
+    home, tmp_path, monkeypatch
+):
+    update_profiles(home, at(WORLD_END - timedelta(days=1)))
+    original = Storage.write_table
+
+    def die_on_open_tasks(self, path, table, **options):
+        if path.endswith("open_tasks.parquet"):
+            raise OSError("host lost")
+        original(self, path, table, **options)
+
+    monkeypatch.setattr(Storage, "write_table", die_on_open_tasks)
+    with pytest.raises(OSError, match="host lost"):
+        update_profiles(home, at(WORLD_END))
+    monkeypatch.setattr(Storage, "write_table", original)
+    # The unfinished state (users written, open tasks not) is no state.
+    assert state_days(home)[-1] == WORLD_END - timedelta(days=1)
+    rerun = update_profiles(home, at(WORLD_END))
+    assert rerun.mode == "incremental"
+    pd.testing.assert_frame_equal(table(home), full_table(home, tmp_path))
+    place, root = state_root(home)
+    unfinished = [
+        f"{root}/states/{day}/{version}"
+        for day in place.list_dirs(f"{root}/states")
+        for version in place.list_dirs(f"{root}/states/{day}")
+        if not place.exists(f"{root}/states/{day}/{version}/open_tasks.parquet")
+    ]
+    assert unfinished == []
 
 
 def test_shards_computed_apart_write_exactly_the_unsharded_table(home, tmp_path):
