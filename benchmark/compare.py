@@ -3,8 +3,11 @@
 The items are benchmark/items.py's `judged_items` (criteria averaged over the selected judges,
 the rubric's composite); cells never judged, and judge answers that gave no score, are counted
 and reported, never scored as zero. The statistics are benchmark/stats.py's: a leaderboard of
-(model, prompt version) groups with scenario-clustered bootstrap intervals, Holm-corrected
-paired tests, rank stability under other rubric weights, and judge variance and agreement.
+(model, prompt version) groups with scenario-clustered bootstrap intervals, paired tests in
+Holm families (each cell against the best or a named control, or all pairs; then prompt
+versions within each model and models on each prompt version), each with the difference it
+could detect (benchmark/power.py), rank stability under other rubric weights, and judge
+variance and agreement.
 
 The result, a CompareReport (benchmark/report_models.py), is written under
 bench_dir/reports/<benchmark>-<UTC time>/ as report.html, leaderboard.png
@@ -23,9 +26,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 from mlflow.entities import Metric, Param
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from benchmark import stats
+from benchmark import power, stats
 from benchmark.items import cell_label, cells_frame, judged_items, judgments_frame
 from benchmark.report import leaderboard_png, render_html
 from benchmark.report_models import (
@@ -61,7 +64,22 @@ class CompareParams(BaseModel):
     )
     n_boot: int = Field(default=2000, ge=100, le=100_000)
     seed: int = 0
-    alpha: float = Field(default=0.05, gt=0, lt=1)
+    alpha: float = Field(default=power.ALPHA, gt=0, lt=power.POWER)
+    pairs: stats.Pairs = Field(
+        default="best",
+        description="best: every cell against the control; all: every pair of cells",
+    )
+    control: str | None = Field(
+        default=None,
+        description="the cell (model|prompt_version) others are compared with; None = the best",
+    )
+
+    @field_validator("control")
+    @classmethod
+    def _control_needs_best(cls, control: str | None, info: ValidationInfo) -> str | None:
+        if control is not None and info.data.get("pairs") == "all":
+            raise ValueError("a control is compared with every cell: use pairs 'best'")
+        return control
 
 
 def _example(row: pd.Series) -> ItemExample:
@@ -244,7 +262,9 @@ def compare(params: CompareParams, settings: Settings) -> CompareReport:
 
     leaderboard = _leaderboard_rows(items, cells_frame(cells), params, rubric)
     metrics = _metrics(leaderboard)
-    pairs = stats.paired_tests(items, seed=params.seed, alpha=params.alpha)
+    pairs = stats.comparisons(
+        items, pairs=params.pairs, control=params.control, seed=params.seed, alpha=params.alpha
+    )
     stability = stats.rank_stability(items, rubric.weights, seed=params.seed)
     judges = _judges_section(selected, judgments_frame(judgments), failures, batches, rubric)
     if stale := {h for j in judges.judges for h in j.rubric_hashes} - {rubric.text_hash}:
@@ -289,6 +309,7 @@ def compare(params: CompareParams, settings: Settings) -> CompareReport:
             n_boot=params.n_boot,
             seed=params.seed,
             alpha=params.alpha,
+            power=power.POWER,
             ci_level=CI_LEVEL,
             leaderboard=leaderboard,
             pairs=pairs,
@@ -309,7 +330,9 @@ def compare(params: CompareParams, settings: Settings) -> CompareReport:
             metrics=[Metric(name, value, now, 0) for name, value in metrics.items()],
             params=[
                 Param(name, str(value))
-                for name, value in params.model_dump(include={"n_boot", "seed", "alpha"}).items()
+                for name, value in params.model_dump(
+                    include={"n_boot", "seed", "alpha", "pairs", "control"}, exclude_none=True
+                ).items()
             ],
         )
         for path in (report.html_path, report.png_path, report.json_path):

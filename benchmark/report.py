@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from benchmark.report_models import CompareReport, LeaderboardRow
-from benchmark.stats import JudgeVariance
+from benchmark.stats import JudgeVariance, PairTest
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 80rem; }
@@ -31,6 +31,19 @@ def _number(value: float | None, digits: int = 2) -> str:
 
 def _p(value: float) -> str:
     return f"{value:.3g}"
+
+
+def _agreement(value: float | None) -> str:
+    # None is 0/0: both sides gave one value throughout, which says nothing about agreement.
+    return "undefined" if value is None else _number(value)
+
+
+def mde_text(test: PairTest) -> str:
+    """A test's MDE, or why it has none: n/a without two shared scenarios, unreachable when
+    the sign-flip test cannot get to alpha / family size with them."""
+    if test.mde is not None:
+        return _number(test.mde)
+    return "n/a" if test.n_scenarios < 2 else "unreachable"
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -120,11 +133,19 @@ def _leaderboard(report: CompareReport) -> str:
 def _pairs(report: CompareReport) -> str:
     note = _paragraph(
         "Paired sign-flip permutation tests on items of the same scenario and sample, signs "
-        f"flipped per scenario; p_holm is Holm-corrected over all tested pairs; significant "
-        f"means p_holm < {report.alpha:g}."
+        "flipped per scenario. Each family is Holm-corrected on its own: the first compares "
+        "every cell with the best one (or a named control; mean diff is cell - control) or "
+        "all pairs, then the prompt versions of each model and the models on each prompt "
+        f"version. Significant means p_holm <= {report.alpha:g}. MDE is the difference the "
+        f"paired t test detects with {report.power:.0%} power at alpha / family size "
+        "(Holm's strictest step), given the observed SD of per-scenario differences; the "
+        "sign-flip test is weaker when few scenarios bring it near its smallest p-value, "
+        "2 / 2^scenarios, and unreachable means that smallest p-value is above alpha / "
+        "family size (a later Holm step, at a laxer level, may still be significant)."
     )
     rows = [
         (
+            t.family,
             t.a,
             t.b,
             t.n_pairs,
@@ -133,11 +154,23 @@ def _pairs(report: CompareReport) -> str:
             _p(t.p_value),
             _p(t.p_holm),
             "yes" if t.significant else "no",
+            mde_text(t),
         )
         for t in report.pairs
     ]
-    headers = ["a", "b", "pairs", "scenarios", "mean diff (a - b)", "p", "p_holm", "significant"]
-    return _section("Pairwise tests", note, _table(headers, rows))
+    headers = [
+        "family",
+        "a",
+        "b",
+        "pairs",
+        "scenarios",
+        "mean diff (a - b)",
+        "p",
+        "p_holm",
+        "significant",
+        f"MDE ({report.power:.0%} power)",
+    ]
+    return _section("Paired tests", note, _table(headers, rows))
 
 
 def _stability(report: CompareReport) -> str:
@@ -185,14 +218,15 @@ def _judges(report: CompareReport) -> str:
         parts.append(
             _paragraph(
                 "Agreement on shared cells: quadratic weighted kappa on each judge's per-cell "
-                "mean over repeats, rounded to the nearest level."
+                "mean over repeats, rounded to the nearest level; undefined when both judges "
+                "gave every shared cell one and the same level (0/0, not perfect agreement)."
             )
         )
         parts.append(
             _table(
                 ["judge a", "judge b", "cells", *criteria],
                 [
-                    (p.judge_a, p.judge_b, p.n_cells, *(_number(p.kappa[c]) for c in criteria))
+                    (p.judge_a, p.judge_b, p.n_cells, *(_agreement(p.kappa[c]) for c in criteria))
                     for p in section.pairs
                 ],
             )
@@ -204,7 +238,7 @@ def _judges(report: CompareReport) -> str:
         parts.append(
             _paragraph(
                 "Krippendorff's alpha (interval) across all judges: "
-                + ", ".join(f"{c} {_number(alpha[c])}" for c in criteria)
+                + ", ".join(f"{c} {_agreement(alpha[c])}" for c in criteria)
             )
         )
     return _section("Judges", *parts)

@@ -56,15 +56,18 @@ class JudgePairAgreement(BaseModel):
     judge_a: str
     judge_b: str
     n_cells: int
-    kappa: dict[str, float] = Field(description="quadratic weighted kappa per criterion")
+    kappa: dict[str, float | None] = Field(
+        description="quadratic weighted kappa per criterion; None where undefined (both judges "
+        "gave every shared cell one and the same level)"
+    )
 
 
 class JudgesSection(BaseModel):
     judges: list[JudgeSummary]
     pairs: list[JudgePairAgreement] = Field(description="pairs of judges sharing cells")
-    krippendorff_alpha: dict[str, float] | None = Field(
-        description="interval alpha per criterion across all judges; None with fewer than two "
-        "judges or no cell judged by two"
+    krippendorff_alpha: dict[str, float | None] | None = Field(
+        description="interval alpha per criterion across all judges, None where undefined (one "
+        "value throughout); None with fewer than two judges or no cell judged by two"
     )
 
 
@@ -88,9 +91,13 @@ class CompareReport(BaseModel):
     n_boot: int
     seed: int
     alpha: float
+    power: float = Field(description="the power each test's mde is computed for")
     ci_level: float
     leaderboard: list[LeaderboardRow] = Field(description="best first")
-    pairs: list[stats.PairTest]
+    pairs: list[stats.PairTest] = Field(
+        description="paired tests, grouped by Holm family: the main one (vs best, vs control "
+        "or all pairs) first, then prompts of each model and models on each prompt version"
+    )
     rank_stability: stats.RankStability
     judges: JudgesSection
     report_dir: Path

@@ -1,5 +1,9 @@
 """Statistics for comparing benchmark cells: intervals, paired tests, rank stability, agreement.
 
+Paired tests come in Holm families (each cell against a control, or all pairs; prompt versions
+within a model; models on a prompt version), every test with the difference it could detect
+(benchmark/power.py). Significant means p_holm <= alpha throughout.
+
 A cell here is one (model, prompt_version) group, the `cell` column of benchmark/items.py's
 frames (`model|prompt_version`), not one collected answer (the ledger's Cell, an item here),
 evaluated on a fixed set of scenarios, possibly several samples per scenario. Items of one
@@ -17,8 +21,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from scipy.stats import kendalltau
 
+from benchmark import power
+
 # Up to 2**16 sign patterns are enumerated exactly; beyond that the test samples patterns.
 EXACT_MAX_SCENARIOS = 16
+ALL_PAIRS = "all pairs"  # the family of paired_tests
+# Which cells comparisons() tests in its main family: each against one control, or every pair.
+Pairs = Literal["best", "all"]
 
 
 class _Result(BaseModel):
@@ -35,6 +44,7 @@ class CellEstimate(_Result):
 
 
 class PairTest(_Result):
+    family: str  # the Holm family the test was corrected in
     a: str
     b: str
     n_pairs: int
@@ -42,7 +52,11 @@ class PairTest(_Result):
     mean_diff: float | None  # a - b; None when the cells share no item
     p_value: float
     p_holm: float
-    significant: bool
+    significant: bool  # p_holm <= alpha
+    # Difference detectable with power.POWER at alpha / family size, from the observed SD of
+    # per-scenario mean differences (benchmark/power.py); None when the cells share fewer than
+    # two scenarios or too few for the sign-flip test to reach that level.
+    mde: float | None
 
 
 class RankStability(_Result):
@@ -149,23 +163,32 @@ def _sign_flip_p(cluster_sums: np.ndarray, n_perm: int, rng: np.random.Generator
     return extreme / len(signs) if exact else (extreme + 1) / (n_perm + 1)
 
 
-def paired_tests(
-    scores: pd.DataFrame, *, n_perm: int = 10_000, seed: int = 0, alpha: float = 0.05
-) -> list[PairTest]:
-    """Paired sign-flip permutation test for every pair of cells, Holm-corrected.
-
-    Items are paired on (scenario, sample). Signs flip per scenario, not per item, because the
-    items of a scenario are not independent. Pairs sharing no item are reported with
-    p_value = p_holm = 1.0 and are not counted in the Holm family: nothing was tested.
-    """
+def _paired_table(scores: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Composites as (scenario, sample) x cell, and the scenario of each row."""
     _require(scores, ("cell", "scenario", "sample", "composite"))
     # pivot refuses a duplicated (cell, scenario, sample), which would make pairing ambiguous.
     table = scores.pivot(index=["scenario", "sample"], columns="cell", values="composite")
-    scenario_of_row = table.index.get_level_values("scenario").to_numpy()
-    rng = np.random.default_rng(seed)
+    return table, table.index.get_level_values("scenario").to_numpy()
 
-    rows = []
-    for a, b in itertools.combinations(sorted(table.columns), 2):
+
+def _family(
+    name: str,
+    pairs: Iterable[tuple[str, str]],
+    table: pd.DataFrame,
+    scenario_of_row: np.ndarray,
+    *,
+    n_perm: int,
+    rng: np.random.Generator,
+    alpha: float,
+) -> list[PairTest]:
+    """Sign-flip tests of a - b for each pair, Holm-corrected together as one family.
+
+    Items are paired on (scenario, sample). Signs flip per scenario, not per item, because the
+    items of a scenario are not independent. Pairs sharing no item are reported with
+    p_value = p_holm = 1.0 and are not counted in the family: nothing was tested.
+    """
+    rows, sds = [], []
+    for a, b in pairs:
         both = (table[a].notna() & table[b].notna()).to_numpy()
         diff = (table[a] - table[b]).to_numpy()[both]
         _, cluster = np.unique(scenario_of_row[both], return_inverse=True)
@@ -173,6 +196,7 @@ def paired_tests(
         tested = diff.size > 0
         rows.append(
             {
+                "family": name,
                 "a": a,
                 "b": b,
                 "n_pairs": diff.size,
@@ -182,11 +206,95 @@ def paired_tests(
                 "p_holm": 1.0,
             }
         )
+        scenario_means = cluster_sums / np.bincount(cluster)
+        sds.append(float(np.std(scenario_means, ddof=1)) if cluster_sums.size >= 2 else None)
 
-    family = [row for row in rows if row["n_pairs"] > 0]
-    for row, adjusted in zip(family, holm([row["p_value"] for row in family]), strict=True):
+    tested = [row for row in rows if row["n_pairs"] > 0]
+    for row, adjusted in zip(tested, holm([row["p_value"] for row in tested]), strict=True):
         row["p_holm"] = adjusted
-    return [PairTest(**row, significant=row["p_holm"] < alpha) for row in rows]
+    return [
+        PairTest(
+            **row,
+            significant=power.is_significant(row["p_holm"], alpha),
+            mde=None
+            if sd is None
+            else power.mde(sd, row["n_scenarios"], alpha=alpha, comparisons=len(tested)),
+        )
+        for row, sd in zip(rows, sds, strict=True)
+    ]
+
+
+def paired_tests(
+    scores: pd.DataFrame, *, n_perm: int = 10_000, seed: int = 0, alpha: float = power.ALPHA
+) -> list[PairTest]:
+    """Paired sign-flip permutation test for every pair of cells, one Holm family "all pairs".
+
+    Pairs are (a, b) with a before b by name; _family says how items pair and what an untested
+    pair reports.
+    """
+    table, scenario_of_row = _paired_table(scores)
+    pairs = itertools.combinations(sorted(table.columns), 2)
+    rng = np.random.default_rng(seed)
+    return _family(ALL_PAIRS, pairs, table, scenario_of_row, n_perm=n_perm, rng=rng, alpha=alpha)
+
+
+def best_cell(scores: pd.DataFrame) -> str:
+    """The cell with the highest mean composite; a tie goes to the first name, as on the
+    leaderboard."""
+    _require(scores, ("cell", "composite"))
+    means = scores.groupby("cell")["composite"].mean()
+    return min(means.index, key=lambda cell: (-means[cell], cell))
+
+
+def comparisons(
+    scores: pd.DataFrame,
+    *,
+    pairs: Pairs = "best",
+    control: str | None = None,
+    n_perm: int = 10_000,
+    seed: int = 0,
+    alpha: float = power.ALPHA,
+) -> list[PairTest]:
+    """Paired tests in families, each Holm-corrected on its own: the questions a compare asks.
+
+    First the main family: with pairs="best", every other cell against `control` (default the
+    best cell), a = the other cell and b = the control, so mean_diff is other - control and the
+    family has k - 1 tests; with pairs="all", paired_tests' all-pairs family (a control makes
+    no sense there and is refused). Then, whatever the main family, the prompt versions of each
+    model and the models on each prompt version, all pairs within each, one family per model
+    and per prompt version; groups of one cell have none. Scores need model and prompt_version
+    columns for those. Every family's sign patterns are drawn from a generator seeded anew, so
+    adding a family does not change another's p-values.
+    """
+    _require(scores, ("cell", "model", "prompt_version"))
+    groups = scores[["cell", "model", "prompt_version"]].drop_duplicates()
+    if groups["cell"].duplicated().any():
+        raise ValueError("a cell has more than one (model, prompt_version)")
+    table, scenario_of_row = _paired_table(scores)
+    options = {"n_perm": n_perm, "alpha": alpha}
+
+    def family(name: str, members: Iterable[tuple[str, str]]) -> list[PairTest]:
+        rng = np.random.default_rng(seed)
+        return _family(name, members, table, scenario_of_row, rng=rng, **options)
+
+    cells = sorted(table.columns)
+    if pairs == "all":
+        if control is not None:
+            raise ValueError("a control is compared with every cell: it needs pairs 'best'")
+        tests = family(ALL_PAIRS, itertools.combinations(cells, 2))
+    elif pairs == "best":
+        if control is not None and control not in cells:
+            raise ValueError(f"control {control!r} is not a cell; cells: {', '.join(cells)}")
+        chosen = control or best_cell(scores)
+        name = f"vs control {chosen}" if control else f"vs best {chosen}"
+        tests = family(name, [(cell, chosen) for cell in cells if cell != chosen])
+    else:
+        raise ValueError(f"pairs must be 'best' or 'all', got {pairs!r}")
+
+    for column, label in (("model", "prompts of {}"), ("prompt_version", "models on {}")):
+        for key, group in groups.groupby(column, sort=True):
+            tests += family(label.format(key), itertools.combinations(sorted(group["cell"]), 2))
+    return tests
 
 
 def rank_stability(
@@ -242,12 +350,13 @@ def weighted_kappa(
     *,
     categories: Sequence[float] = (1, 2, 3, 4, 5),
     weights: Literal["quadratic", "linear"] = "quadratic",
-) -> float:
+) -> float | None:
     """Cohen's weighted kappa of two raters on the same items.
 
     Disagreement weights use the categories' positions in `categories`, as scikit-learn does.
-    When both raters put every item in the same single category, chance disagreement is zero
-    and kappa is 0/0; that is perfect agreement, so this returns 1.0 (scikit-learn: nan).
+    None when chance disagreement is zero, kappa 0/0 (scikit-learn: nan): when both raters put
+    every item in one and the same category. Agreement beyond chance is undefined then, not
+    perfect: two raters who always answer 5 would agree on any items, good or bad.
     """
     if weights not in ("quadratic", "linear"):
         raise ValueError(f"weights must be 'quadratic' or 'linear', got {weights!r}")
@@ -267,16 +376,18 @@ def weighted_kappa(
     penalty = distance**2 if weights == "quadratic" else distance
     chance = (penalty * expected).sum()
     if chance == 0:
-        return 1.0
+        return None
     return float(1 - (penalty * observed).sum() / chance)
 
 
-def krippendorff_alpha_interval(ratings: np.ndarray | Sequence[Sequence[float]]) -> float:
+def krippendorff_alpha_interval(
+    ratings: np.ndarray | Sequence[Sequence[float]],
+) -> float | None:
     """Krippendorff's alpha with the interval metric; ratings are raters x items, nan = missing.
 
-    Items rated fewer than twice carry no pairable value and are dropped. When every pairable
-    value is identical, expected disagreement is zero and alpha is 0/0; that is perfect
-    agreement, so this returns 1.0.
+    Items rated fewer than twice carry no pairable value and are dropped. None when every
+    pairable value is identical: expected disagreement is zero and alpha is 0/0, undefined
+    rather than perfect, as for weighted_kappa.
     """
     values = np.asarray(ratings, dtype=float)
     if values.ndim != 2:
@@ -286,7 +397,7 @@ def krippendorff_alpha_interval(ratings: np.ndarray | Sequence[Sequence[float]])
     if pooled.size == 0:
         raise ValueError("no item was rated at least twice")
     if np.ptp(pooled) == 0:
-        return 1.0
+        return None
 
     # Over all ordered pairs of m values, sum (v_i - v_j)^2 = 2 m^2 var(v): the squared
     # differences of the coincidence matrix without building it.

@@ -171,16 +171,57 @@ def compare_command(
     judges: Annotated[
         str | None, typer.Option(help="Comma-separated judges (default: all).")
     ] = None,
+    control: Annotated[
+        str | None,
+        typer.Option(help="Cell model|prompt every other cell is tested against (default: best)."),
+    ] = None,
+    pairs: Annotated[
+        str | None,
+        typer.Option(help="best: each cell against the control (default); all: every pair."),
+    ] = None,
 ) -> None:
     """Phase C: leaderboard with intervals, paired tests, rank stability, HTML and PNG."""
     from benchmark.compare import CompareParams, compare
 
-    params = validated(CompareParams, benchmark=benchmark, rubric=rubric, judges=_names(judges))
+    params = validated(
+        CompareParams,
+        benchmark=benchmark,
+        rubric=rubric,
+        judges=_names(judges),
+        control=control,
+        pairs=pairs,
+    )
     try:
         report = compare(params, settings_of(ctx))
     except ValueError as exc:
         fail(str(exc), code=1)
     print_leaderboard(report)
+    print_tests(report)
+    console.print(f"report: {report.html_path}\nchart:  {report.png_path}", markup=False)
+
+
+def print_tests(report: "CompareReport") -> None:
+    from rich.table import Table
+
+    from benchmark.report import mde_text
+
+    table = Table(
+        title=f"paired tests, Holm within each family; significant: p_holm <= {report.alpha:g};"
+        f" MDE: difference detectable with {report.power:.0%} power"
+    )
+    for column in ("family", "a", "b", "diff (a - b)", "p_holm", "significant", "MDE"):
+        table.add_column(column)
+    for test in report.pairs:
+        table.add_row(
+            test.family,
+            test.a,
+            test.b,
+            "n/a" if test.mean_diff is None else f"{test.mean_diff:.2f}",
+            f"{test.p_holm:.3g}",
+            "yes" if test.significant else "no",
+            mde_text(test),
+        )
+    console.print(table)
 
 
 def print_leaderboard(report: "CompareReport") -> None:
@@ -199,4 +240,3 @@ def print_leaderboard(report: "CompareReport") -> None:
             str(row.n_items),
         )
     console.print(table)
-    console.print(f"report: {report.html_path}\nchart:  {report.png_path}", markup=False)

@@ -4,20 +4,25 @@ The full compare runs once per module on the three offline candidates, judged by
 judges whose scores are known, so the leaderboard, the tests and the agreement are known too.
 """
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from mlflow import MlflowClient
+from typer.testing import CliRunner
 
 from benchmark.collect import CollectParams, collect
 from benchmark.compare import CompareParams, compare
 from benchmark.items import judged_items
+from benchmark.report import render_html
 from benchmark.report_models import CompareReport
 from benchmark.rubric import load_rubric
 from benchmark.stats import weighted_kappa
 from benchmark.store import BenchStore, Cell, JudgeBatch, JudgeFailure, Judgment
 from service.settings import Settings
+from tipml.cli import app
+from tipml.cli_support import console
 
 RUBRIC = load_rubric("tip-v1")
 MODELS = ("rules", "generic-baseline", "chatty-baseline")
@@ -214,17 +219,85 @@ def test_unjudged_cells_and_failed_answers_are_counted_not_scored(judged: Judged
     assert judge_a.kinds == ["llm"]
 
 
-def test_paired_tests_are_holm_corrected_over_all_pairs(judged: Judged) -> None:
-    pairs = {(t.a, t.b): t for t in judged.report.pairs}
-    rules_vs_chatty = pairs[("chatty-baseline|v1", "rules|v1")]
+def test_every_cell_is_tested_against_the_best_in_its_own_holm_family(judged: Judged) -> None:
+    tests = judged.report.pairs
+    best = [t for t in tests if t.family == "vs best rules|v1"]
+    rules_vs_chatty = next(t for t in best if t.a == "chatty-baseline|v1")
+    generic_v1 = next(t for t in best if t.a == "generic-baseline|v1")
 
-    assert len(pairs) == 36
+    assert tests[: len(best)] == best and len(best) == 8
+    assert {t.b for t in best} == {"rules|v1"}
     # Every one of the 10 scenarios favours rules: the two most extreme of 2**10 sign patterns.
+    # Eight tests, not 36, so the winner is named: five tests at 2/1024, Holm's first x 8.
     assert rules_vs_chatty.mean_diff < 0
     assert rules_vs_chatty.p_value == pytest.approx(2 / 1024)
+    assert rules_vs_chatty.p_holm == pytest.approx(8 * 2 / 1024)
+    assert rules_vs_chatty.significant
+    # The per-scenario difference alternates between two values 1 apart (rules' relevance
+    # is 5 and 4 on alternate scenarios): SD 0.5 * sqrt(10/9), times statsmodels' standardized
+    # MDE for 10 scenarios at 0.05/8 (tests/benchmark/test_bench_power.py).
+    assert rules_vs_chatty.mde == pytest.approx(1.434445729749674 * 0.5 * (10 / 9) ** 0.5, rel=1e-5)
+    # Two unjudged scenarios leave generic|v1 eight: 2/256 * 8 > 0.05 at Holm's first step,
+    # yet significant at its own, third, step (2/256 * 3).
+    assert (generic_v1.n_scenarios, generic_v1.mde) == (8, None)
+    assert generic_v1.p_holm == pytest.approx(3 * 2 / 256) and generic_v1.significant
+
+
+def test_prompts_within_models_and_models_within_prompts_are_families_too(judged: Judged) -> None:
+    families: dict[str, list[tuple[str, str]]] = {}
+    for test in judged.report.pairs:
+        families.setdefault(test.family, []).append((test.a, test.b))
+    on_v1 = {(t.a, t.b): t for t in judged.report.pairs if t.family == "models on v1"}
+
+    assert list(families) == [
+        "vs best rules|v1",
+        *(f"prompts of {m}" for m in sorted(MODELS)),
+        *(f"models on {p}" for p in ("v1", "v2-mentor", "v3-few-shot")),
+    ]
+    assert families["prompts of rules"] == [
+        ("rules|v1", "rules|v2-mentor"),
+        ("rules|v1", "rules|v3-few-shot"),
+        ("rules|v2-mentor", "rules|v3-few-shot"),
+    ]
+    # The prompt makes no difference to these offline writers.
+    assert all(
+        t.p_value == 1.0 and not t.significant
+        for t in judged.report.pairs
+        if t.family.startswith("prompts of")
+    )
+    assert on_v1["chatty-baseline|v1", "rules|v1"].p_holm == pytest.approx(3 * 2 / 1024)
+    assert on_v1["chatty-baseline|v1", "generic-baseline|v1"].p_holm == pytest.approx(2 * 2 / 256)
+
+
+def test_cli_compares_all_pairs_or_against_a_control(
+    judged: Judged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = CliRunner()
+    home = ["--home", str(judged.settings.home), "bench", "compare"]
+    reports = judged.settings.bench_dir / "reports"
+    before = set(reports.glob("*/leaderboard.json"))
+    monkeypatch.setattr(console, "_width", 200)  # no table cell folded over two lines
+
+    result = runner.invoke(app, [*home, "--pairs", "all"])
+    assert result.exit_code == 0, result.output
+    (written,) = set(reports.glob("*/leaderboard.json")) - before
+    report = CompareReport.model_validate_json(written.read_text())
+    every = [t for t in report.pairs if t.family == "all pairs"]
+    rules_vs_chatty = next(t for t in every if (t.a, t.b) == ("chatty-baseline|v1", "rules|v1"))
+    assert len(every) == 36
     assert rules_vs_chatty.p_holm == pytest.approx(36 * 2 / 1024)
     assert not rules_vs_chatty.significant  # 10 scenarios cannot carry 36 comparisons
-    assert pairs[("chatty-baseline|v1", "chatty-baseline|v2-mentor")].p_value == 1.0
+    assert {t.mde for t in every} == {None}  # ... whatever the difference: 2/1024 * 36 > 0.05
+    assert "p_holm <= 0.05" in result.output
+    row = r"│ all pairs +│ chatty-baseline\|v1 +│ rules\|v1 +│ -8.75 +│ 0.0703 +│ no +│ unreachable"
+    assert re.search(row, result.output)
+
+    result = runner.invoke(app, [*home, "--control", "rules|v9"])
+    assert result.exit_code == 1 and "control 'rules|v9' is not a cell" in result.output
+    result = runner.invoke(app, [*home, "--pairs", "all", "--control", "rules|v1"])
+    assert result.exit_code == 2 and "--control" in result.output
+    result = runner.invoke(app, [*home, "--pairs", "some"])
+    assert result.exit_code == 2 and "--pairs" in result.output
 
 
 def test_judge_variance_and_agreement(judged: Judged) -> None:
@@ -255,7 +328,16 @@ def test_report_files_and_identities(judged: Judged) -> None:
     assert report.png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = report.html_path.read_text()
     assert "<script" not in page
-    for text in ("rules|v1", RUBRIC.text_hash, report.scenario_sets[0].hash, "p_holm"):
+    for text in (
+        "rules|v1",
+        RUBRIC.text_hash,
+        report.scenario_sets[0].hash,
+        "p_holm",
+        "p_holm &lt;= 0.05",
+        "<th>MDE (80% power)</th>",
+        "<td>vs best rules|v1</td>",
+        "<td>unreachable</td>",  # generic-baseline|v1 against the best: 8 scenarios
+    ):
         assert text in page
     (set_ref,) = report.scenario_sets
     assert (set_ref.id, set_ref.n_cells) == ("tip-scenarios-v1", 90)
@@ -278,6 +360,23 @@ def test_mlflow_run_has_tags_metrics_and_artifacts(judged: Judged) -> None:
         assert run.data.metrics[name] == pytest.approx(row.mean)
     artifacts = {a.path for a in client.list_artifacts(report.run_id)}
     assert artifacts == {"report.html", "leaderboard.png", "leaderboard.json", "rubric-tip-v1.yaml"}
+
+
+def test_undefined_agreement_shows_as_undefined(judged: Judged) -> None:
+    judges = judged.report.judges
+    (pair,) = judges.pairs
+    assert judges.krippendorff_alpha is not None
+    undefined = judges.model_copy(
+        update={
+            "pairs": [pair.model_copy(update={"kappa": pair.kappa | {"tone": None}})],
+            "krippendorff_alpha": judges.krippendorff_alpha | {"tone": None},
+        }
+    )
+
+    page = render_html(judged.report.model_copy(update={"judges": undefined}))
+
+    assert page.count("<td>undefined</td>") == 1
+    assert "tone undefined" in page
 
 
 # --- model output in the page, and refusals -------------------------------------------------------

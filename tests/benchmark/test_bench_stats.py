@@ -5,11 +5,13 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import cohen_kappa_score
 
-from benchmark import stats
+from benchmark import power, stats
 from benchmark.stats import (
     bootstrap_ci,
+    comparisons,
     holm,
     judge_variance,
     krippendorff_alpha_interval,
@@ -136,6 +138,7 @@ def test_signs_flip_per_scenario_not_per_item():
 def test_a_true_difference_is_significant_after_holm_and_a_null_one_is_not():
     tests = {(t.a, t.b): t for t in paired_tests(grid({"A": 1.0, "B": 0.0, "C": 0.0}))}
     assert list(tests) == [("A", "B"), ("A", "C"), ("B", "C")]
+    assert {t.family for t in tests.values()} == {"all pairs"}
     assert tests["A", "B"].significant and tests["A", "B"].mean_diff == pytest.approx(1, abs=0.1)
     assert tests["A", "B"].p_value == pytest.approx(2 / 2**16)
     assert tests["A", "B"].p_holm == pytest.approx(3 * 2 / 2**16)
@@ -176,8 +179,103 @@ def test_cells_without_common_items_are_reported_untested():
     a = items("A", {"s1": [1.0], "s2": [2.0]})
     b = items("B", {"s3": [1.0], "s4": [2.0]})
     (test,) = paired_tests(pd.concat([a, b]))
-    assert (test.n_pairs, test.n_scenarios, test.mean_diff) == (0, 0, None)
+    assert (test.n_pairs, test.n_scenarios, test.mean_diff, test.mde) == (0, 0, None, None)
     assert test.p_value == test.p_holm == 1.0 and not test.significant
+
+
+def test_significance_is_p_holm_at_most_alpha():
+    # Ten scenarios all favouring A: p = p_holm = 2/1024 exactly, the boundary itself.
+    a = items("A", {f"s{s}": [1.0 + s] for s in range(10)})
+    scores = pd.concat([a, a.assign(cell="B", composite=0.0)])
+    (at,) = paired_tests(scores, alpha=2 / 1024)
+    (below,) = paired_tests(scores, alpha=np.nextafter(2 / 1024, 0))
+    assert at.p_holm == 2 / 1024 and at.significant
+    assert not below.significant
+
+
+# comparisons: families
+
+
+def two_by_two(**offsets: float) -> pd.DataFrame:
+    """Cells model|prompt of models big and small on prompts v1 and v2."""
+    scores = grid(offsets, scenarios=12, samples=1, noise=0.3, seed=7)
+    parts = scores["cell"].str.split("|", expand=True)
+    return scores.assign(model=parts[0], prompt_version=parts[1])
+
+
+SCORES = two_by_two(**{"big|v1": 1.0, "big|v2": 0.6, "small|v1": 0.0, "small|v2": 0.1})
+
+
+def by_family(tests: list[stats.PairTest]) -> dict[str, list[tuple[str, str]]]:
+    families: dict[str, list[tuple[str, str]]] = {}
+    for test in tests:
+        families.setdefault(test.family, []).append((test.a, test.b))
+    return families
+
+
+def test_every_cell_is_tested_against_the_best_then_within_models_and_prompts():
+    tests = comparisons(SCORES)
+
+    assert by_family(tests) == {
+        "vs best big|v1": [("big|v2", "big|v1"), ("small|v1", "big|v1"), ("small|v2", "big|v1")],
+        "prompts of big": [("big|v1", "big|v2")],
+        "prompts of small": [("small|v1", "small|v2")],
+        "models on v1": [("big|v1", "small|v1")],
+        "models on v2": [("big|v2", "small|v2")],
+    }
+    main, within = tests[:3], tests[3:]
+    # Holm within the main family only (3 tests); a family of one keeps its p-value.
+    assert [t.p_holm for t in main] == pytest.approx(holm([t.p_value for t in main]))
+    assert all(t.p_holm == t.p_value for t in within)
+    wide = SCORES.pivot(index="scenario", columns="cell", values="composite")
+    assert main[1].mean_diff == pytest.approx((wide["small|v1"] - wide["big|v1"]).mean())
+    assert main[1].mean_diff < 0  # other - control, and the control is the best
+    assert main[1].significant and not within[1].significant
+    # The same sign-flip test as all pairs: the same p-value with a and b swapped.
+    all_pairs = {(t.a, t.b): t for t in paired_tests(SCORES)}
+    assert main[1].p_value == all_pairs["big|v1", "small|v1"].p_value
+    assert main[1].mean_diff == pytest.approx(-all_pairs["big|v1", "small|v1"].mean_diff)
+
+
+def test_a_named_control_and_all_pairs_replace_the_best():
+    named = by_family(comparisons(SCORES, control="small|v2"))
+    assert named["vs control small|v2"] == [
+        ("big|v1", "small|v2"),
+        ("big|v2", "small|v2"),
+        ("small|v1", "small|v2"),
+    ]
+    every = comparisons(SCORES, pairs="all")
+    assert every[:6] == paired_tests(SCORES)
+    assert list(by_family(every)) == [
+        "all pairs",
+        "prompts of big",
+        "prompts of small",
+        "models on v1",
+        "models on v2",
+    ]
+    with pytest.raises(ValueError, match="not a cell"):
+        comparisons(SCORES, control="huge|v1")
+    with pytest.raises(ValueError, match="pairs 'best'"):
+        comparisons(SCORES, pairs="all", control="small|v2")
+
+
+def test_a_tie_for_best_goes_to_the_first_name():
+    tied = two_by_two(**{"small|v1": 0.0, "big|v1": 0.0})
+    tied = tied.assign(composite=tied.groupby("scenario")["composite"].transform("mean"))
+    assert stats.best_cell(tied) == "big|v1"
+    assert comparisons(tied)[0].family == "vs best big|v1"
+
+
+def test_each_test_reports_the_mde_of_its_family():
+    tests = comparisons(SCORES)
+    wide = SCORES.pivot(index="scenario", columns="cell", values="composite")
+    for test in tests:
+        size = sum(other.family == test.family for other in tests)
+        sd = (wide[test.a] - wide[test.b]).std(ddof=1)
+        assert test.mde == pytest.approx(power.mde(sd, 12, comparisons=size))
+    # Four scenarios: no sign pattern reaches 0.05 (2/16), so nothing is detectable.
+    few = SCORES[SCORES["scenario"] < "s04"]
+    assert {t.mde for t in comparisons(few)} == {None}
 
 
 # rank_stability
@@ -256,11 +354,22 @@ def test_weighted_kappa_matches_sklearn(seed, weights):
     assert weighted_kappa(a, b, weights=weights) == pytest.approx(expected)
 
 
-def test_weighted_kappa_perfect_agreement_is_one_even_without_variance():
+def test_weighted_kappa_perfect_agreement_is_one():
     assert weighted_kappa([1, 3, 5, 2], [1, 3, 5, 2]) == pytest.approx(1.0)
-    assert weighted_kappa([4, 4, 4], [4, 4, 4]) == 1.0
     with pytest.raises(ValueError, match="outside categories"):
         weighted_kappa([1, 6], [1, 2])
+
+
+def test_weighted_kappa_is_undefined_exactly_where_sklearn_gives_nan():
+    # Both judges always answer 4: no chance disagreement, kappa 0/0.
+    with pytest.warns(UndefinedMetricWarning):
+        expected = cohen_kappa_score([4, 4, 4], [4, 4, 4], labels=[1, 2, 3, 4, 5])
+    assert np.isnan(expected) and weighted_kappa([4, 4, 4], [4, 4, 4]) is None
+    # One constant judge is not enough: a judge always answering 5 against one always
+    # answering 4 disagrees on every item, and kappa is defined (0).
+    for a, b in (([4, 4, 4], [5, 5, 5]), ([4, 4, 5], [4, 4, 4])):
+        expected = cohen_kappa_score(a, b, labels=[1, 2, 3, 4, 5], weights="quadratic")
+        assert weighted_kappa(a, b) == expected == 0.0
 
 
 def test_krippendorff_alpha_reproduces_the_canonical_example():
@@ -284,8 +393,10 @@ def test_krippendorff_alpha_on_a_hand_computed_example():
     assert krippendorff_alpha_interval([[1, 2, 3], [1, 2, 4]]) == pytest.approx(36 / 41)
 
 
-def test_krippendorff_alpha_degenerate_and_perfect_agreement():
-    assert krippendorff_alpha_interval([[3, 3, 3], [3, 3, np.nan]]) == 1.0
+def test_krippendorff_alpha_degenerate_is_undefined_and_perfect_agreement_is_one():
+    assert krippendorff_alpha_interval([[3, 3, 3], [3, 3, np.nan]]) is None
+    # The lone 5 of the last item is not pairable, so every pairable value is 3.
+    assert krippendorff_alpha_interval([[3, 3, 5], [3, 3, np.nan]]) is None
     assert krippendorff_alpha_interval([[1, 4, 5], [1, 4, 5]]) == pytest.approx(1.0)
 
 
