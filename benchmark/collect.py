@@ -6,9 +6,15 @@ time) before the next model is called, so a local server holds one model at a ti
 models are sent keep_alive=0. Every model passes the size guard before the first call of the
 run. Each answer is cached by (model, params, prompt hash, scenario content, sample), so a
 rerun, or the same grid in another benchmark, calls no model. Each cell becomes one MLflow run
-(tags, prompt, candidate and raw response as artifacts, latency, tokens, cost) and then one
-ledger row (benchmark/store.py); a crash between the two leaves a run no cell points to, which
-the next collect deletes before it starts, so a resumed collect has no duplicate cells.
+(tags, prompt, candidate and raw response as artifacts, latency, tokens, cost) and one MLflow
+trace (benchmark/traces.py), and then one ledger row (benchmark/store.py); a crash before the
+ledger row leaves a run no cell points to, which the next collect deletes before it starts, so
+a resumed collect has no duplicate cells. Traces, which MLflow exports in the background, are
+settled after the last cell by one pass that deletes those no cell points to and traces the
+cells that have none.
+
+Before the first cell the released prompts are mirrored into MLflow's prompt registry
+(benchmark/prompt_mirror.py), and each cell's run and trace link the version they used.
 """
 
 import asyncio
@@ -18,20 +24,28 @@ import logging
 import time
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities.model_registry import PromptVersion
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.progress import Progress
 
 from benchmark.models import ModelClient, ModelsConfig, check_size, model_size
+from benchmark.prompt_mirror import mirror_prompts, run_link_tags
 from benchmark.scenarios import DEFAULT_SCENARIO_SET, Scenario, load_scenario_set
 from benchmark.store import BenchStore, Cell
+from benchmark.traces import (
+    CELL_TAG,
+    TRACE_ID_TAG,
+    CandidateInputs,
+    TraceSync,
+    record_candidate,
+    sync_candidates,
+)
 from service.generation.prompts import PROMPTS, check_output, prompt_hash, render
 from service.settings import Settings
 from service.tracking import BENCHMARK_EXPERIMENT, experiment_id, registry_client
 
 log = logging.getLogger(__name__)
-
-CELL_TAG = "cell_id"
 
 
 class CollectParams(BaseModel):
@@ -72,6 +86,8 @@ class CollectReport(BaseModel):
     llm_calls: int
     cache_hits: int
     orphans_deleted: int = Field(description="MLflow runs of an interrupted collect")
+    traces: TraceSync = Field(description="how the cells' MLflow traces were settled")
+    prompts: dict[str, str] = Field(description="prompt version -> its MLflow prompt URI")
     failed: dict[str, str] = Field(description="cell -> error, for cells still missing")
 
 
@@ -142,6 +158,7 @@ class Collector:
         }
         self.store = BenchStore.of(settings)
         self.mlflow = registry_client(settings)
+        self.prompts: dict[str, PromptVersion] = {}
         self.calls = self.hits = 0
 
     def check_sizes(self) -> None:
@@ -189,9 +206,39 @@ class Collector:
             "sample": str(point.sample),
             "judge_pending": "true",
             "from_cache": str(answer["from_cache"]).lower(),
+            **run_link_tags(self.prompts[point.prompt_version]),
         }
         run = self.mlflow.create_run(experiment, run_name=point.label(), tags=tags)
         run_id = run.info.run_id
+        cell = Cell(
+            cell_id=cid,
+            benchmark=self.params.benchmark,
+            model=point.model,
+            litellm_model=client.litellm_model,
+            prompt_version=point.prompt_version,
+            prompt_hash=prompt_hash(point.prompt_version),
+            scenario_set=self.scenario_set.id,
+            scenario_set_hash=self.scenario_set.content_hash,
+            scenario_id=point.scenario.id,
+            sample=point.sample,
+            params=client.cache_params(),
+            text=check.text,
+            format_ok=check.format_ok,
+            overlong=check.overlong,
+            latency_ms=answer["latency_ms"],
+            prompt_tokens=answer["prompt_tokens"],
+            completion_tokens=answer["completion_tokens"],
+            cost_usd=answer["cost_usd"],
+            from_cache=answer["from_cache"],
+            run_id=run_id,
+        )
+        inputs = CandidateInputs(
+            messages=messages,
+            scenario_set=self.scenario_set.id,
+            scenario_set_hash=self.scenario_set.content_hash,
+            scenario=point.scenario,
+        )
+        trace_id = record_candidate(self.mlflow, experiment, cell, inputs)
         metrics = {
             "latency_ms": answer["latency_ms"],
             "format_ok": float(check.format_ok),
@@ -206,35 +253,13 @@ class Collector:
             run_id,
             metrics=[Metric(name, value, now, 0) for name, value in metrics.items()],
             params=[Param(name, str(value)) for name, value in client.cache_params().items()],
+            tags=[RunTag(TRACE_ID_TAG, trace_id)],
         )
         self.mlflow.log_dict(run_id, messages, "prompt.json")
         self.mlflow.log_text(run_id, check.text, "candidate.txt")
         self.mlflow.log_dict(run_id, answer["raw"], "response.json")
         self.mlflow.set_terminated(run_id)
-        self.store.add_cell(
-            Cell(
-                cell_id=cid,
-                benchmark=self.params.benchmark,
-                model=point.model,
-                litellm_model=client.litellm_model,
-                prompt_version=point.prompt_version,
-                prompt_hash=prompt_hash(point.prompt_version),
-                scenario_set=self.scenario_set.id,
-                scenario_set_hash=self.scenario_set.content_hash,
-                scenario_id=point.scenario.id,
-                sample=point.sample,
-                params=client.cache_params(),
-                text=check.text,
-                format_ok=check.format_ok,
-                overlong=check.overlong,
-                latency_ms=answer["latency_ms"],
-                prompt_tokens=answer["prompt_tokens"],
-                completion_tokens=answer["completion_tokens"],
-                cost_usd=answer["cost_usd"],
-                from_cache=answer["from_cache"],
-                run_id=run_id,
-            )
-        )
+        self.store.add_cell(cell)
 
     async def _model(
         self, experiment: str, model: str, done: set[str], failed: dict[str, str], bar: Progress
@@ -270,6 +295,7 @@ class Collector:
     async def run(self) -> CollectReport:
         self.check_sizes()
         experiment = experiment_id(self.mlflow, self.settings, self.params.benchmark)
+        self.prompts = mirror_prompts(self.mlflow)
         orphans = delete_orphan_runs(self.mlflow, experiment, self.store)
         done = self.store.cell_ids()
         failed: dict[str, str] = {}
@@ -277,6 +303,9 @@ class Collector:
         with Progress(transient=False) as bar:
             for model in self.params.models:
                 collected += await self._model(experiment, model, done, failed, bar)
+        traces = sync_candidates(
+            self.mlflow, experiment, self.store.cells(self.params.benchmark), self.prompts
+        )
         total = sum(len(self.grid(m)) for m in self.params.models)
         return CollectReport(
             benchmark=self.params.benchmark,
@@ -288,6 +317,8 @@ class Collector:
             llm_calls=self.calls,
             cache_hits=self.hits,
             orphans_deleted=orphans,
+            traces=traces,
+            prompts={version: prompt.uri for version, prompt in self.prompts.items()},
             failed=failed,
         )
 

@@ -12,7 +12,8 @@ a score, and a sample of items can be judged k times to measure the judge's own 
 
 After a batch is committed, each judged cell's MLflow run gets its item scores
 (benchmark/items.py, as compare computes them), `judge_pending=false`, the judges and the
-rubric text; that mirror is idempotent.
+rubric text, and each judgment becomes assessments on the cell's MLflow trace
+(benchmark/traces.py); that mirror is idempotent.
 """
 
 import asyncio
@@ -34,9 +35,10 @@ from benchmark.models import ModelClient, ModelsConfig, model_family
 from benchmark.rubric import DEFAULT_RUBRIC, Rubric, load_rubric
 from benchmark.scenarios import Scenario, load_scenario_set
 from benchmark.store import BenchStore, Cell, JudgeBatch, JudgeFailure, Judgment
+from benchmark.traces import mirror_judgments
 from service.generation.prompt_blocks import PromptContext
 from service.settings import Settings
-from service.tracking import BENCHMARK_EXPERIMENT, registry_client
+from service.tracking import BENCHMARK_EXPERIMENT, experiment_id, registry_client
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "judge-file.schema.json"
 SCHEMA_VERSION = 1
@@ -168,9 +170,18 @@ def _batch_id(judge: str, rubric: Rubric, payload: str) -> str:
     return hashlib.sha256(f"{judge}\n{rubric.version}\n{payload}".encode()).hexdigest()[:16]
 
 
-def mirror_to_mlflow(settings: Settings, store: BenchStore, benchmark: str, rubric: Rubric) -> int:
+class Mirrored(BaseModel):
+    runs: int = Field(description="judged cells' runs given their scores")
+    assessments: int = Field(description="assessments added to the cells' traces")
+
+
+def mirror_to_mlflow(
+    settings: Settings, store: BenchStore, benchmark: str, rubric: Rubric
+) -> Mirrored:
     """Write each judged cell's scores and composite, as compare computes them, to its MLflow
-    run; returns runs updated. Safe to repeat: the values are recomputed from the ledger."""
+    run, and each judgment's scores as assessments on the cell's trace; returns the runs
+    updated and the assessments added. Safe to repeat: the run values are recomputed from the
+    ledger, and a trace gets only the assessments it lacks."""
     cells = store.cells(benchmark)
     judgments = store.judgments(rubric.version)
     items = judged_items(cells, judgments, rubric)
@@ -194,7 +205,15 @@ def mirror_to_mlflow(settings: Settings, store: BenchStore, benchmark: str, rubr
             tags=[RunTag(name, value) for name, value in tags.items()],
         )
         client.log_text(run_of[item.cell_id], rubric.text, f"rubric-{rubric.version}.yaml")
-    return len(items)
+    assessments = mirror_judgments(
+        client,
+        experiment_id(client, settings, benchmark),
+        cells,
+        judgments,
+        store.judgment_batches(rubric.version),
+        rubric,
+    )
+    return Mirrored(runs=len(items), assessments=assessments)
 
 
 # --- export and apply -------------------------------------------------------------------------
@@ -326,6 +345,7 @@ class ApplyReport(BaseModel):
     rubric_version: str
     applied: int
     mirrored_runs: int
+    mirrored_assessments: int
 
 
 def apply_file(settings: Settings, path: Path) -> ApplyReport:
@@ -402,7 +422,8 @@ def apply_file(settings: Settings, path: Path) -> ApplyReport:
         judge=batch.judge.name,
         rubric_version=rubric.version,
         applied=len(judgments),
-        mirrored_runs=mirrored,
+        mirrored_runs=mirrored.runs,
+        mirrored_assessments=mirrored.assessments,
     )
 
 
@@ -431,6 +452,7 @@ class AutoJudgeReport(BaseModel):
     unparseable: int = Field(description="answers that were not valid scores; not counted as 0")
     call_failures: int
     mirrored_runs: int
+    mirrored_assessments: int
 
 
 def _repeat_plan(cells: list[Cell], params: AutoJudgeParams) -> list[tuple[Cell, int]]:
@@ -539,5 +561,6 @@ def auto(
         judgments=len(judgments),
         unparseable=sum(f.reason.startswith("unparseable") for f in failures),
         call_failures=sum(f.reason.startswith("call failed") for f in failures),
-        mirrored_runs=mirrored,
+        mirrored_runs=mirrored.runs,
+        mirrored_assessments=mirrored.assessments,
     )

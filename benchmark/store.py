@@ -3,7 +3,8 @@
 MLflow holds one run per cell for people to browse; this ledger is what the phases read and
 what makes them safe to repeat. Each cell is inserted once, after its MLflow run is complete,
 in one transaction; a judge batch is applied in one transaction, or not at all. A crash leaves
-at worst an MLflow run that no cell points to, which the next collect deletes.
+at worst an MLflow run or trace that no cell points to, or a cell whose trace MLflow had not
+exported yet; the next collect deletes the former and traces the latter (benchmark/traces.py).
 
 The judgments table has a column per criterion (STORED_CRITERIA); a rubric must score exactly
 those (benchmark/rubric.py checks), since one ledger holds judgments of every rubric version.
@@ -261,6 +262,16 @@ class BenchStore:
         return [
             Judgment.model_validate(dict(zip(Judgment.model_fields, r, strict=True))) for r in rows
         ]
+
+    def judgment_batches(self, rubric_version: str) -> dict[tuple[str, str, int], JudgeBatch]:
+        """The batch each judgment on `rubric_version` was applied in, by (cell_id, judge,
+        repeat): who gave it, as what kind of judge, on which rubric text."""
+        batches = {batch.batch_id: batch for batch in self.batches()}
+        rows = self._db.execute(
+            "SELECT cell_id, judge, repeat, batch_id FROM judgments WHERE rubric_version = ?",
+            (rubric_version,),
+        )
+        return {(cell_id, judge, repeat): batches[b] for cell_id, judge, repeat, b in rows}
 
     def failures(self, rubric_version: str) -> list[JudgeFailure]:
         columns = ", ".join(JudgeFailure.model_fields)

@@ -31,7 +31,14 @@ from benchmark.judging import (
     export,
     write_schema,
 )
-from benchmark.models import MODELS_CONFIG, ModelRefused, ModelsConfig, ModelsFile, parse_size
+from benchmark.models import (
+    MODELS_CONFIG,
+    ModelRefused,
+    ModelsConfig,
+    ModelsFile,
+    model_family,
+    parse_size,
+)
 from benchmark.rubric import load_rubric
 from benchmark.scenarios import ScenarioSet, load_scenario_set
 from benchmark.store import BenchStore
@@ -158,13 +165,37 @@ def test_parse_size(text, billions):
     assert parse_size(text) == billions
 
 
+# The lineup the project benchmarks first: small local models, one to four per family.
+SEED_LINEUP = {
+    "qwen2.5-0.5b": "qwen2.5:0.5b",
+    "qwen2.5-1.5b": "qwen2.5:1.5b",
+    "gemma3-1b": "gemma3:1b",
+    "llama3.2-3b": "llama3.2:3b",
+}
+
+
+def test_the_seed_lineup_is_sized_and_grouped_by_family_from_its_tags():
+    config = ModelsConfig.from_yaml()
+    families = {}
+    for name, tag in SEED_LINEUP.items():
+        deployment = config.deployment(name)
+        families[name] = model_family(deployment)
+        assert parse_size(tag) == float(tag.rpartition(":")[2].removesuffix("b"))
+    assert families == {
+        "qwen2.5-0.5b": "qwen",
+        "qwen2.5-1.5b": "qwen",
+        "gemma3-1b": "gemma",
+        "llama3.2-3b": "llama",
+    }
+
+
 def test_models_yaml_runs_the_gateways_deployments_under_benchmark_names():
     config = ModelsConfig.from_yaml()
     gateway = GatewayConfig.from_yaml()
     group = {d.model_name: d for d in gateway.model_list}
     for name, base, model in (
         ("rules", "rules", None),
-        ("llama3.2-3b", "ollama", "ollama_chat/llama3.2:3b"),
+        *((name, "ollama", f"ollama_chat/{tag}") for name, tag in SEED_LINEUP.items()),
         ("qwen2.5-3b", "ollama", "ollama_chat/qwen2.5:3b"),
         ("openai-compatible", "openai-compatible", None),
     ):
