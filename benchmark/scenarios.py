@@ -57,9 +57,7 @@ class Scenario(BaseModel):
         raw = {name: [self.profile[name]] for name in _PROFILE_NAMES}
         values, reasons = resolve_profiles(raw, as_of=[now], now=[now])
         request = self.context.feast_request_data()
-        local = request_context_features.feature_transformation.udf(
-            {name: [value] for name, value in request.items()}
-        )
+        local = request_context_features({name: [value] for name, value in request.items()})
         return FeatureRead(
             profile={name: column[0].item() for name, column in values.items()},
             context={f.name: int(local[f.name][0]) for f in CONTEXT_FEATURES},

@@ -1,19 +1,17 @@
-"""Request-time context features: the CONTEXT_FEATURES table and its on-demand feature view.
+"""Request-time context features: the CONTEXT_FEATURES table and the function that computes
+them, `request_context_features`.
 
 The same function computes them for training (from the context logged with each impression,
 via get_historical_features) and for serving (from the live request, via
-get_online_features): Feast runs the view's function on both paths, so there is no second
-implementation to drift.
+get_online_features): it is the function of the on-demand feature view
+(feature_repo/feature_views.py), which Feast runs on both paths, so there is no second
+implementation to drift. It imports no Feast, so what computes context without a store (the
+benchmark's scenarios, a degraded read) starts quickly.
 """
 
 from typing import Any, Literal
 
-from feast.field import Field
-from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Int64
 from pydantic import BaseModel, ConfigDict
-
-from feature_repo.data_sources import request_context
 
 
 class ContextFeature(BaseModel):
@@ -79,14 +77,6 @@ CONTEXT_FEATURES: tuple[ContextFeature, ...] = (
 )
 
 
-@on_demand_feature_view(
-    sources=[request_context],
-    # Bare fields: Feast checks them for equality against fields inferred from a trial run
-    # of the function, which carry no description or tags. CONTEXT_FEATURES documents them.
-    schema=[Field(name=f.name, dtype=Int64) for f in CONTEXT_FEATURES],
-    mode="python",
-    description="Context features computed per request from the request's time and task list.",
-)
 def request_context_features(inputs: dict[str, Any]) -> dict[str, Any]:
     # Feast rebuilds this function from its source text when serving: everything it uses must
     # be imported or defined inside it. Fallbacks repeat CONTEXT_FEATURES; a test pins them.

@@ -6,7 +6,8 @@ from pathlib import Path
 from feast import FeatureView
 
 from feature_repo.bounds import ALL_DAY_DUE_TIME, EARLIEST, LATEST, MAX_TIMEZONE_CHARS
-from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES, feature_field
+from feature_repo.feature_views import feature_field
+from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 
 CONTRACT_PATH = Path(__file__).parent / "contracts" / "profile_features.json"
 # 2: each feature's accepted range, and the rules for the request context's values.

@@ -2,11 +2,10 @@
 
 from feast import FeatureService
 
-from feature_repo.context_features import request_context_features
-from feature_repo.profile_features import user_profile
+from feature_repo.feature_views import request_context_view, user_profile
 
 tip_scorer_v1 = FeatureService(
     name="tip_scorer_v1",
-    features=[user_profile, request_context_features],
+    features=[user_profile, request_context_view],
     description="Inputs of the tip scorer: daily user profile plus request-time context.",
 )

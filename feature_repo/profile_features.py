@@ -1,20 +1,16 @@
-"""User profile features: the PROFILE_FEATURES table and the FeatureView built from it.
+"""User profile features: the PROFILE_FEATURES table.
 
-The table is the one definition. The FeatureView, the recommender's JSON contract and the
-serving read path (TTL and fallback) are all derived from it.
+The table is the one definition. The FeatureView (feature_repo/feature_views.py), the
+recommender's JSON contract and the serving read path (TTL and fallback) are all derived from
+it. It imports no Feast, so what reads only the table (prompts, the benchmark) starts quickly.
 """
 
 from datetime import timedelta
 from typing import Literal
 
-from feast import FeatureView
-from feast.field import Field
-from feast.types import Float64, Int64, UnixTimestamp
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from feature_repo.categories import TIP_CATEGORIES
-from feature_repo.data_sources import profile_source
-from feature_repo.entities import user
 
 Dtype = Literal["int64", "float64"]
 
@@ -167,36 +163,3 @@ PROFILE_FEATURES: tuple[ProfileFeature, ...] = (
 # Carried beside the features so that both read paths can apply each feature's own TTL:
 # Feast's FeatureView has one TTL, and its online read ignores even that.
 PROFILE_AS_OF = "profile_as_of"
-
-FEAST_DTYPES = {"int64": Int64, "float64": Float64}
-
-
-def feature_field(feature: ProfileFeature) -> Field:
-    return Field(
-        name=feature.name,
-        dtype=FEAST_DTYPES[feature.dtype],
-        description=feature.description,
-        tags={
-            "ttl_seconds": str(int(feature.ttl.total_seconds())),
-            "fallback": repr(feature.fallback),
-            "source": feature.source,
-        },
-    )
-
-
-user_profile = FeatureView(
-    name="user_profile",
-    entities=[user],
-    ttl=max(f.ttl for f in PROFILE_FEATURES),
-    schema=[
-        *(feature_field(f) for f in PROFILE_FEATURES),
-        Field(
-            name=PROFILE_AS_OF,
-            dtype=UnixTimestamp,
-            description="When the row's features were computed (end of the UTC day).",
-        ),
-    ],
-    source=profile_source,
-    online=True,
-    description="Daily user profile over rolling windows; per-feature TTL in field tags.",
-)

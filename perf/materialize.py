@@ -41,7 +41,8 @@ import redis
 from feast import FeatureStore
 from feast.infra.online_stores.helpers import compute_table_id
 
-from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES, user_profile
+from feature_repo.feature_views import user_profile
+from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from feature_repo.profile_transforms import TIMESTAMP
 from flows.featurestore.materialize import materialize_profiles
 from flows.featurestore.offline_table import SCHEMA, offline_reads, write_partitions

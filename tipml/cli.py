@@ -116,7 +116,7 @@ def export_contract(
 ) -> None:
     """Write feature_repo/contracts/profile_features.json from PROFILE_FEATURES."""
     from feature_repo.contract import CONTRACT_PATH, contract_mismatches, export_contract
-    from feature_repo.profile_features import user_profile
+    from feature_repo.feature_views import user_profile
 
     if check:
         if not CONTRACT_PATH.exists():

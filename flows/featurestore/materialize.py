@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from feast import FeatureStore
 from pydantic import BaseModel
 
-from feature_repo.profile_features import user_profile
+from feature_repo.feature_views import user_profile
 from feature_repo.profile_transforms import TIMESTAMP
 from flows.featurestore.offline_table import read_range
 from flows.featurestore.online_writer import write_online

@@ -13,8 +13,8 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from feast import FeatureStore
 from redis.exceptions import RedisError
 
 from feature_repo.context_features import CONTEXT_FEATURES, request_context_features
@@ -22,6 +22,9 @@ from feature_repo.freshness import FallbackReason, fallback_profile, resolve_pro
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from service.api.request import RequestContext
 from service.circuit import STARTUP_BUDGET_S, Breaker, DependencyFailed
+
+if TYPE_CHECKING:  # the reader is handed a store; FeatureRead's users need no Feast
+    from feast import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ class OnlineFeatureReader:
 
     def __init__(
         self,
-        store: FeatureStore,
+        store: "FeatureStore",
         feature_service_name: str,
         cooldown: float = 5.0,
         budget: float | None = None,
@@ -96,9 +99,7 @@ class OnlineFeatureReader:
 
     def _degraded(self, request: dict, failure: str) -> FeatureRead:
         values, reasons = fallback_profile(1, FallbackReason.STORE_UNAVAILABLE)
-        local = request_context_features.feature_transformation.udf(
-            {name: [value] for name, value in request.items()}
-        )
+        local = request_context_features({name: [value] for name, value in request.items()})
         return FeatureRead(
             profile=_first_row(values),
             context={f.name: int(local[f.name][0]) for f in CONTEXT_FEATURES},

@@ -14,7 +14,7 @@ from feature_repo.context_features import CONTEXT_FEATURES, request_context_feat
 from service.api.request import RequestContext
 from service.events.models import EVENT_ADAPTER, Feedback
 
-UDF = request_context_features.feature_transformation.udf
+UDF = request_context_features
 GOOD = {"timestamp": "2026-11-27T09:30:00+01:00", "timezone": "Europe/Berlin", "tasks": []}
 
 FAR_TIMES = [

@@ -6,14 +6,15 @@ import pytest
 from feast.transformation.udf_rehydrate import resolve_udf
 
 from feature_repo.context_features import CONTEXT_FEATURES, request_context_features
+from feature_repo.feature_views import request_context_view
 from service.api.request import RequestContext, Task
 
-UDF = request_context_features.feature_transformation.udf
+UDF = request_context_view.feature_transformation.udf
 
 
 def rebuilt_udf():
     """The function as Feast rebuilds it from registry source text when serving."""
-    transformation = request_context_features.feature_transformation
+    transformation = request_context_view.feature_transformation
     return resolve_udf(udf_string=transformation.udf_string, body=None, preferred_name=UDF.__name__)
 
 
@@ -93,3 +94,8 @@ def test_bad_context_is_rejected_naming_the_field(field, value, message):
     with pytest.raises(ValueError, match=message) as info:
         RequestContext.model_validate(data)
     assert field in str(info.value)
+
+
+def test_the_view_runs_the_tables_function_under_its_feast_name():
+    assert UDF is request_context_features
+    assert request_context_view.name == "request_context_features"

@@ -9,7 +9,8 @@ from feast.types import Int64
 from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.contract import CONTRACT_PATH, contract_mismatches, render_contract
 from feature_repo.feature_services import tip_scorer_v1
-from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES, user_profile
+from feature_repo.feature_views import user_profile
+from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from service.scoring.feature_store import apply_definitions, open_store
 from service.settings import FEATURE_REPO_DIR
 

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from feast.infra.provider import get_provider
 
-from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES, user_profile
+from feature_repo.feature_views import user_profile
+from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from flows.featurestore.online_writer import _entity_keys, write_online
 from service.scoring.feature_store import apply_definitions, open_store
 from service.settings import Settings

@@ -73,7 +73,7 @@ REQUEST = RequestContext(
 
 def context_features(request: RequestContext) -> dict[str, int]:
     """The context features serving reads, computed by the on-demand view's own function."""
-    udf = request_context_features.feature_transformation.udf
+    udf = request_context_features
     data = request.feast_request_data()
     out = udf({name: [value] for name, value in data.items()})
     return {f.name: int(out[f.name][0]) for f in CONTEXT_FEATURES}
