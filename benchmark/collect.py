@@ -18,20 +18,19 @@ Before the first cell the released prompts are mirrored into MLflow's prompt reg
 """
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.entities.model_registry import PromptVersion
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 from rich.progress import Progress
 
+from benchmark.grid import CollectParams, GridPoint, cell_id, digest, grid_points
 from benchmark.models import ModelClient, ModelsConfig, check_size, model_size
 from benchmark.prompt_mirror import mirror_prompts, run_link_tags
-from benchmark.scenarios import DEFAULT_SCENARIO_SET, Scenario, load_scenario_set
+from benchmark.scenarios import load_scenario_set
 from benchmark.store import BenchStore, Cell
 from benchmark.traces import (
     CELL_TAG,
@@ -41,39 +40,11 @@ from benchmark.traces import (
     record_candidate,
     sync_candidates,
 )
-from service.generation.prompts import PROMPTS, check_output, prompt_hash, render
+from service.generation.prompts import check_output, prompt_hash, render
 from service.settings import Settings
-from service.tracking import BENCHMARK_EXPERIMENT, experiment_id, registry_client
+from service.tracking import experiment_id, registry_client
 
 log = logging.getLogger(__name__)
-
-
-class CollectParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    models: tuple[str, ...] = Field(min_length=1, description="model names in models.yaml")
-    prompts: tuple[str, ...] = Field(default=tuple(PROMPTS), min_length=1)
-    scenario_set: str = DEFAULT_SCENARIO_SET
-    scenarios: tuple[str, ...] = Field(default=(), description="ids in the set; empty = all")
-    samples: int = Field(default=1, ge=1, le=20, description="answers per cell")
-    concurrency: int = Field(default=4, ge=1, le=32, description="calls in flight per model")
-    timeout_s: float = Field(default=120.0, gt=0, le=3600)
-    allow_unknown_size: bool = False
-    benchmark: str = Field(default=BENCHMARK_EXPERIMENT, pattern=r"^[A-Za-z0-9][\w.-]{0,99}$")
-
-    @field_validator("prompts")
-    @classmethod
-    def _known_prompts(cls, prompts: tuple[str, ...]) -> tuple[str, ...]:
-        if unknown := sorted(set(prompts) - set(PROMPTS)):
-            raise ValueError(f"unknown prompt version(s) {unknown}; known: {', '.join(PROMPTS)}")
-        return prompts
-
-    @field_validator("models", "prompts", "scenarios")
-    @classmethod
-    def _no_repeats(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(names)) != len(names):
-            raise ValueError("each name may appear once")
-        return names
 
 
 class CollectReport(BaseModel):
@@ -91,32 +62,8 @@ class CollectReport(BaseModel):
     failed: dict[str, str] = Field(description="cell -> error, for cells still missing")
 
 
-class _GridPoint(BaseModel):
-    """One (model, prompt version, scenario, sample) of the grid: a cell before it is answered."""
-
-    model_config = ConfigDict(frozen=True)
-
-    model: str
-    prompt_version: str
-    scenario: Scenario
-    sample: int
-
-    def label(self) -> str:
-        return f"{self.model}|{self.prompt_version}|{self.scenario.id}#{self.sample}"
-
-
-def _digest(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def cell_id(benchmark: str, set_hash: str, point: _GridPoint) -> str:
-    return _digest(
-        benchmark, set_hash, point.model, point.prompt_version, point.scenario.id, point.sample
-    )
-
-
-def cache_key(client: ModelClient, point: _GridPoint) -> str:
-    return _digest(
+def cache_key(client: ModelClient, point: GridPoint) -> str:
+    return digest(
         client.litellm_model,
         client.cache_params(),
         prompt_hash(point.prompt_version),
@@ -168,15 +115,7 @@ class Collector:
             check_size(name, size, self.params.allow_unknown_size)
             log.info("%s: %s parameters (%s)", name, size.billions, size.detail)
 
-    def grid(self, model: str) -> list[_GridPoint]:
-        return [
-            _GridPoint(model=model, prompt_version=version, scenario=scenario, sample=sample)
-            for version in self.params.prompts
-            for scenario in self.scenarios
-            for sample in range(self.params.samples)
-        ]
-
-    async def _answer(self, client: ModelClient, point: _GridPoint, messages: list[dict]) -> dict:
+    async def _answer(self, client: ModelClient, point: GridPoint, messages: list[dict]) -> dict:
         key = cache_key(client, point)
         if (cached := self.store.cached(key)) is not None:
             self.hits += 1
@@ -188,7 +127,7 @@ class Collector:
         return record | {"from_cache": False}
 
     def _record(
-        self, experiment: str, point: _GridPoint, cid: str, messages: list[dict], answer: dict
+        self, experiment: str, point: GridPoint, cid: str, messages: list[dict], answer: dict
     ) -> None:
         client = self.clients[point.model]
         check = check_output(answer["text"])
@@ -266,14 +205,14 @@ class Collector:
     ) -> int:
         client = self.clients[model]
         set_hash = self.scenario_set.content_hash
-        grid = self.grid(model)
+        grid = grid_points(self.params, self.scenarios, model)
         todo = [s for s in grid if cell_id(self.params.benchmark, set_hash, s) not in done]
         done_here = len(grid) - len(todo)
         task = bar.add_task(f"{model} ({done_here} collected before)", total=len(todo))
         gate = asyncio.Semaphore(self.params.concurrency)
         collected = 0
 
-        async def one(point: _GridPoint) -> None:
+        async def one(point: GridPoint) -> None:
             nonlocal collected
             messages = render(point.prompt_version, point.scenario.prompt_context())
             async with gate:
@@ -306,7 +245,7 @@ class Collector:
         traces = sync_candidates(
             self.mlflow, experiment, self.store.cells(self.params.benchmark), self.prompts
         )
-        total = sum(len(self.grid(m)) for m in self.params.models)
+        total = len(grid_points(self.params, self.scenarios))
         return CollectReport(
             benchmark=self.params.benchmark,
             scenario_set=self.scenario_set.id,

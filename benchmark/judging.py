@@ -23,22 +23,22 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple
 
-from mlflow.entities import Metric, RunTag
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import from_json
 
 from benchmark.items import judged_items
 from benchmark.judge_prompt import UnparseableAnswer, answer_model, judge_messages, parse_scores
-from benchmark.models import ModelClient, ModelsConfig, model_family
 from benchmark.rubric import DEFAULT_RUBRIC, Rubric, load_rubric
 from benchmark.scenarios import Scenario, load_scenario_set
 from benchmark.store import BenchStore, Cell, JudgeBatch, JudgeFailure, Judgment
-from benchmark.traces import mirror_judgments
 from service.generation.prompt_blocks import PromptContext
 from service.settings import Settings
 from service.tracking import BENCHMARK_EXPERIMENT, experiment_id, registry_client
+
+if TYPE_CHECKING:  # LiteLLM and MLflow load on the paths that call them: export needs neither
+    from benchmark.models import ModelClient, ModelsConfig
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "judge-file.schema.json"
 SCHEMA_VERSION = 1
@@ -189,6 +189,10 @@ def mirror_to_mlflow(
     for judgment in judgments:
         judges_of[judgment.cell_id].add(judgment.judge)
     run_of = {c.cell_id: c.run_id for c in cells}
+    from mlflow.entities import Metric, RunTag
+
+    from benchmark.traces import mirror_judgments
+
     client = registry_client(settings)
     now = int(time.time() * 1000)
     for item in items.itertuples():
@@ -467,7 +471,7 @@ def _repeat_plan(cells: list[Cell], params: AutoJudgeParams) -> list[tuple[Cell,
 
 
 async def _judge_all(
-    client: ModelClient,
+    client: "ModelClient",
     plan: list[tuple[Cell, int]],
     contexts: dict[str, PromptContext],
     rubric: Rubric,
@@ -504,8 +508,10 @@ async def _judge_all(
 
 
 def auto(
-    params: AutoJudgeParams, settings: Settings, config: ModelsConfig | None = None
+    params: AutoJudgeParams, settings: Settings, config: "ModelsConfig | None" = None
 ) -> AutoJudgeReport:
+    from benchmark.models import ModelClient, ModelsConfig, model_family
+
     config = config or ModelsConfig.from_yaml()
     rubric = load_rubric(params.rubric)
     deployment = config.deployment(params.judge)

@@ -265,3 +265,50 @@ def plan(
         noise=noise,
         **settings,
     )
+
+
+class DesignCheck(BaseModel):
+    """Whether a collect's design (scenarios x samples) can detect a difference, and the
+    cheapest design that can."""
+
+    model_config = ConfigDict(frozen=True)
+
+    detect: float
+    scenarios: int
+    samples: int
+    mde: float | None = Field(description="what this design detects; None: nothing")
+    enough: bool
+    cheapest: Plan
+
+
+def check_design(
+    detect: float,
+    *,
+    scenarios: int,
+    samples: int,
+    max_scenarios: int,
+    max_samples: int,
+    noise: Noise = DEFAULT_NOISE,
+    alpha: float = ALPHA,
+    power: float = POWER,
+    comparisons: int = 1,
+) -> DesignCheck:
+    """`detect` against a design of `scenarios` x `samples`, with the `plan` within the caps
+    (what the scenario set holds, what collect allows) beside it: asked before any LLM call."""
+    found = mde(noise.sd(samples), scenarios, alpha=alpha, power=power, comparisons=comparisons)
+    return DesignCheck(
+        detect=detect,
+        scenarios=scenarios,
+        samples=samples,
+        mde=found,
+        enough=found is not None and found <= detect,
+        cheapest=plan(
+            detect,
+            max_scenarios=max_scenarios,
+            max_samples=max_samples,
+            noise=noise,
+            alpha=alpha,
+            power=power,
+            comparisons=comparisons,
+        ),
+    )

@@ -10,8 +10,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field
 
-from benchmark.collect import CollectParams, CollectReport, collect
+from benchmark.collect import CollectReport, collect
 from benchmark.compare import CompareParams, compare
+from benchmark.grid import CollectParams
 from benchmark.judging import AutoJudgeParams, AutoJudgeReport, auto, export
 from benchmark.report_models import CompareReport
 from benchmark.rubric import DEFAULT_RUBRIC

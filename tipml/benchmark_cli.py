@@ -10,6 +10,7 @@ from service.tracking import BENCHMARK_EXPERIMENT
 from tipml.cli_support import console, fail, settings_of, validated
 
 if TYPE_CHECKING:  # the phases are imported by the commands that run them, for a quick start
+    from benchmark.grid import CollectParams
     from benchmark.report_models import CompareReport
 
 bench_app = typer.Typer(no_args_is_help=True, help="The tip benchmark: collect, judge, compare.")
@@ -42,10 +43,19 @@ def collect_command(
         bool, typer.Option(help="Run models whose parameter count cannot be found.")
     ] = False,
     benchmark: Annotated[str | None, typer.Option(help="Benchmark (MLflow experiment).")] = None,
+    detect: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="Composite difference this run must detect at 80% power, each cell against "
+            "the best; checked, and the design it needs printed, before any LLM call.",
+        ),
+    ] = None,
 ) -> None:
     """Phase A: answer every (model, prompt, scenario, sample) cell not collected yet."""
-    from benchmark.collect import CollectParams, collect
-    from benchmark.models import ModelRefused
+    from benchmark.grid import CollectParams, left_to_collect
+    from benchmark.scenarios import load_scenario_set
+    from benchmark.store import BenchStore
 
     params = validated(
         CollectParams,
@@ -59,8 +69,31 @@ def collect_command(
         allow_unknown_size=allow_unknown_size,
         benchmark=benchmark,
     )
+    settings = settings_of(ctx)
     try:
-        report = collect(params, settings_of(ctx))
+        scenario_set = load_scenario_set(params.scenario_set)
+        selected = scenario_set.select(list(params.scenarios))
+    except ValueError as exc:
+        fail(str(exc))
+    if detect is not None:
+        _check_detect(params, len(selected), detect)
+    store = BenchStore.of(settings)
+    try:
+        left = left_to_collect(params, scenario_set, store)
+    finally:
+        store.close()
+    if not left:  # no model to size or call, no run to write: LiteLLM and MLflow stay unloaded
+        console.print(
+            f"{params.benchmark}: every cell of {scenario_set.id} is collected; nothing to do",
+            markup=False,
+        )
+        return
+
+    from benchmark.collect import collect
+    from benchmark.models import ModelRefused
+
+    try:
+        report = collect(params, settings)
     except ModelRefused as exc:
         fail(f"size guard: {exc}")
     except ValueError as exc:
@@ -80,6 +113,34 @@ def collect_command(
         console.print(f"  FAILED {cell}: {error}", markup=False)
     if report.failed:
         raise typer.Exit(1)
+
+
+def _check_detect(params: "CollectParams", scenarios: int, detect: float) -> None:
+    """Refuse, before any call, a design that cannot detect `detect` when each cell is tested
+    against the best (compare's default family); say which design would."""
+    from benchmark.grid import MAX_SAMPLES
+    from benchmark.power import check_design
+
+    cells = len(params.models) * len(params.prompts)
+    check = check_design(
+        detect,
+        scenarios=scenarios,
+        samples=params.samples,
+        max_scenarios=scenarios,
+        max_samples=MAX_SAMPLES,
+        comparisons=max(cells - 1, 1),
+    )
+    found = "nothing" if check.mde is None else f"{check.mde:.2f}"
+    console.print(
+        f"{scenarios} scenarios x {params.samples} samples, {cells} cells: detects {found} "
+        f"at 80% power (asked: {detect:g}); cheapest: {check.cheapest.reason}",
+        markup=False,
+    )
+    if not check.enough:
+        fail(
+            "this design cannot detect the difference asked for; nothing collected. Pass "
+            "--samples, or a larger --scenario-set (tip-scenarios-v2)"
+        )
 
 
 @judge_app.command("export")

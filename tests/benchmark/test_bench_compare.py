@@ -12,8 +12,9 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from benchmark.collect import CollectParams, collect
+from benchmark.collect import collect
 from benchmark.compare import CompareParams, compare
+from benchmark.grid import CollectParams
 from benchmark.items import judged_items
 from benchmark.report import render_html
 from benchmark.report_models import CompareReport

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import nct, norm, t, ttest_1samp
 
 from benchmark import power, stats
-from benchmark.power import DEFAULT_NOISE, Noise, mde, plan, reachable
+from benchmark.power import DEFAULT_NOISE, Noise, check_design, mde, plan, reachable
 
 # statsmodels 0.15.0: TTestPower().solve_power(effect_size=None, nobs=S, alpha=0.05 / m,
 # power=0.8, alternative="two-sided"), the standardized MDE (delta / sd) of a paired t test.
@@ -172,3 +172,22 @@ def test_a_design_the_test_cannot_reject_in_plans_nothing():
     assert mde(DEFAULT_NOISE.sd(20), 11, comparisons=36) <= 3.0
     with pytest.raises(ValueError, match="positive"):
         plan(0.0, max_scenarios=10, max_samples=20)
+
+
+def test_a_design_check_is_the_mde_of_that_design_with_the_cheapest_plan_beside_it():
+    small = check_design(
+        1.0, scenarios=10, samples=1, max_scenarios=10, max_samples=20, comparisons=8
+    )
+    assert small.mde == mde(DEFAULT_NOISE.sd(1), 10, comparisons=8)
+    assert not small.enough and not small.cheapest.feasible
+    large = check_design(
+        1.0, scenarios=240, samples=1, max_scenarios=240, max_samples=20, comparisons=8
+    )
+    assert large.enough and large.mde < 1.0
+    assert large.cheapest.feasible and large.cheapest.scenarios <= 240
+    # The cheapest: one scenario fewer at its samples would not do.
+    cheapest = large.cheapest
+    fewer = mde(DEFAULT_NOISE.sd(cheapest.samples), cheapest.scenarios - 1, comparisons=8)
+    assert cheapest.mde <= 1.0 < fewer
+    unreachable = check_design(5.0, scenarios=4, samples=20, max_scenarios=4, max_samples=20)
+    assert unreachable.mde is None and not unreachable.enough

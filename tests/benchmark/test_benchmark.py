@@ -18,7 +18,8 @@ import yaml
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from benchmark.collect import CELL_TAG, CollectParams, collect
+from benchmark.collect import CELL_TAG, collect
+from benchmark.grid import CollectParams
 from benchmark.judge_prompt import judge_messages, parse_scores, parse_tip
 from benchmark.judging import (
     MAX_FILE_BYTES,
@@ -693,6 +694,55 @@ def test_bench_cli_names_bad_options(settings):
     assert result.exit_code == 2 and "unknown model 'gpt-9'" in result.output
     result = runner.invoke(app, [*home, "bench", "collect", "--models", "rules", "--prompts", "v9"])
     assert result.exit_code == 2 and "--prompts" in result.output and "v9" in result.output
+
+
+# In a fresh interpreter: what the CLI loads, with nothing of this test process preloaded.
+LOADED_AFTER = """
+import json, sys
+from typer.testing import CliRunner
+from tipml.cli import app
+result = CliRunner().invoke(app, sys.argv[1:])
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"litellm", "mlflow", "feast", "sklearn"})
+print(json.dumps({"code": result.exit_code, "output": result.output, "heavy": heavy}))
+"""
+
+
+def cli_in_a_fresh_process(*args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", LOADED_AFTER, *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_a_collect_with_nothing_left_and_a_judge_export_load_no_llm_or_mlflow(collected):
+    home = ["--home", str(collected.home)]
+    again = cli_in_a_fresh_process(
+        *home, "bench", "collect", "--models", ",".join(OFFLINE), "--scenarios", ",".join(SCENARIOS)
+    )
+    assert again["code"] == 0 and "nothing to do" in again["output"]
+    assert again["heavy"] == []
+    export = cli_in_a_fresh_process(
+        *home, "bench", "judge", "export", "--out", str(collected.home / "j.json")
+    )
+    assert export["code"] == 0 and "36 items" in export["output"]
+    assert export["heavy"] == []
+    assert cli_in_a_fresh_process("--help")["heavy"] == []
+
+
+def test_collect_refuses_a_design_that_cannot_detect_the_difference_asked_for(settings):
+    runner = CliRunner()
+    home = ["--home", str(settings.home)]
+    models = ["--models", ",".join(OFFLINE)]
+    small = runner.invoke(app, [*home, "bench", "collect", *models, "--detect", "1"])
+    assert small.exit_code == 2 and "10 scenarios x 1 samples, 9 cells" in small.output
+    assert "cannot detect" in small.output and "25 scenarios would" in small.output
+    assert store_of(settings).cells("tip-benchmark") == []  # nothing was collected
+    # Two cells, one test: ten scenarios detect about 3.6 composite points.
+    two = ["--models", "rules", "--prompts", "v1,v2-mentor"]
+    enough = runner.invoke(app, [*home, "bench", "collect", *two, "--detect", "4"])
+    assert enough.exit_code == 0, enough.output
+    assert re.search(r"10 scenarios x 1 samples, 2 cells: detects 3\.\d\d", enough.output)
+    assert len(store_of(settings).cells("tip-benchmark")) == 20
 
 
 def test_benchmark_flow_offline_end_to_end_and_without_a_judge(settings, prefect_server):

@@ -8,7 +8,8 @@ import pytest
 from mlflow.entities import AssessmentSourceType
 from mlflow.tracing.constant import SpanAttributeKey, TraceMetadataKey, TraceTagKey
 
-from benchmark.collect import CollectParams, collect
+from benchmark.collect import collect
+from benchmark.grid import CollectParams
 from benchmark.judging import AutoJudgeParams, apply_file, auto, export, mirror_to_mlflow
 from benchmark.prompt_mirror import (
     HASH_TAG,
