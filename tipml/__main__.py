@@ -1,3 +1,3 @@
-from tipml.cli import app
+from tipml.cli import run
 
-app()
+run()

@@ -5,6 +5,7 @@ a bad argument names itself and writes nothing.
 """
 
 import json
+import os
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from service.scoring.model_names import Alias
 from service.settings import Settings
 from service.tracking import registry_client
 from tipml.benchmark_cli import bench_app
-from tipml.cli_support import console, fail, settings_of, settings_options, validated
+from tipml.cli_support import console, err, fail, settings_of, settings_options, validated
 from tipml.consume_cli import consume
 from tipml.events_cli import events_app
 from tipml.experiments_cli import experiments_app
@@ -304,3 +305,27 @@ def service_demo(settings: Settings) -> None:
             console.print(f"POST {path} -> {response.status_code}")
             console.print_json(response.text)
     console.print("service stopped")
+
+
+# What Prefect raises when its ephemeral API server did not answer in time (prefect/server/api).
+PREFECT_DID_NOT_START = "Timed out while attempting to connect to ephemeral Prefect API server"
+
+
+def run() -> None:
+    """The `tipml` command: `app`, with a Prefect server that would not start explained."""
+    try:
+        app()
+    except RuntimeError as exc:
+        if PREFECT_DID_NOT_START not in str(exc):
+            raise
+        err.print(
+            "error: Prefect's temporary API server did not start in time "
+            f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, here "
+            f"{os.environ.get('PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS')} s). On a busy "
+            "machine give it longer, e.g. PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=300, "
+            "or start a server once (`prefect server start`) and point PREFECT_API_URL at it "
+            "(http://127.0.0.1:4200/api).",
+            markup=False,
+            highlight=False,
+        )
+        raise SystemExit(1) from None
