@@ -30,6 +30,7 @@ the limit, `local` is the better choice.
 """
 
 import os
+import re
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -79,6 +80,17 @@ class Shard(BaseModel):
     @property
     def name(self) -> str:
         return f"{self.index}-of-{self.count}"
+
+    @classmethod
+    def from_name(cls, name: str) -> "Shard | None":
+        """The shard whose `name` is `name` exactly, or None when there is none."""
+        if not (match := re.fullmatch(r"(\d{1,4})-of-(\d{1,4})", name, re.ASCII)):
+            return None
+        try:
+            shard = cls(index=int(match[1]), count=int(match[2]))
+        except ValueError:  # an index not below its count, a count over the limit
+            return None
+        return shard if shard.name == name else None  # not "01-of-3"
 
     @property
     def hash_range(self) -> HashRange:

@@ -14,6 +14,7 @@ reach a bucket (it opens the relative path from the cwd).
 """
 
 import contextlib
+import logging
 import shutil
 import tempfile
 import threading
@@ -32,6 +33,8 @@ from feature_repo.user_hash import HashRange
 from flows.shards import WHOLE, Shard
 from service.settings import Settings
 from service.storage import Storage
+
+log = logging.getLogger(__name__)
 
 SCHEMA = pa.schema(
     [
@@ -61,18 +64,35 @@ def storage(settings: Settings) -> Storage:
     return Storage(settings.offline_location)
 
 
-def _files(place: Storage, day: date) -> list[str]:
-    return place.list_files(place.path(TABLE, day.isoformat()))
+def _files(place: Storage, day: date) -> dict[str, Shard]:
+    """The day's files and the shard each holds; a file of another name is not the table's,
+    and is skipped."""
+    files = {}
+    for path in place.list_files(place.path(TABLE, day.isoformat())):
+        if (shard := Shard.from_name(_stem(path))) is None:
+            log.warning("%s: not a shard file of the profile table, skipped", path)
+        else:
+            files[path] = shard
+    return files
+
+
+def _day(name: str) -> date | None:
+    try:
+        return date.fromisoformat(name)
+    except ValueError:
+        return None
 
 
 def partition_days(settings: Settings, shard: Shard | None = None) -> list[date]:
-    """As-of days with a file: of `shard`, or of any shard when None."""
+    """As-of days with a file: of `shard`, or of any shard when None. A directory that is
+    not a day is not the table's, and is skipped."""
     place = storage(settings)
-    days = (date.fromisoformat(d) for d in place.list_dirs(place.path(TABLE)))
+    days = (_day(name) for name in place.list_dirs(place.path(TABLE)))
     return sorted(
         day
         for day in days
-        if any(shard is None or _stem(f) == shard.name for f in _files(place, day))
+        if day is not None
+        and any(shard is None or held == shard for held in _files(place, day).values())
     )
 
 
@@ -105,8 +125,8 @@ def retire_other_counts(settings: Settings, count: int) -> int:
     stale = [
         path
         for day in partition_days(settings)
-        for path in _files(place, day)
-        if not _stem(path).endswith(f"-of-{count}")
+        for path, held in _files(place, day).items()
+        if held.count != count
     ]
     place.delete(stale)
     return len(stale)
@@ -122,8 +142,8 @@ def read_range(
         path
         for day in partition_days(settings, shard)
         if start <= pd.Timestamp(day, tz="UTC") <= end
-        for path in _files(place, day)
-        if shard is None or _stem(path) == shard.name
+        for path, held in _files(place, day).items()
+        if shard is None or held == shard
     ]
     if not files:
         return SCHEMA.empty_table().to_pandas(types_mapper=_NULLABLE.get)
@@ -139,9 +159,8 @@ def files_holding(settings: Settings, users: HashRange) -> list[str]:
     place = storage(settings)
     held = []
     for day in partition_days(settings):
-        for path in _files(place, day):
-            index, _, count = _stem(path).partition("-of-")
-            low, high = Shard(index=int(index), count=int(count)).hash_range
+        for path, shard in _files(place, day).items():
+            low, high = shard.hash_range
             if high >= first and low <= last:
                 held.append(path)
     return held

@@ -186,6 +186,21 @@ def test_a_view_of_the_table_holds_only_the_files_that_may_hold_its_users(home):
     assert len(list(home.home.glob(PROFILE_TABLE_GLOB))) == 3 * len(days)
 
 
+def test_files_that_are_not_the_tables_are_skipped_not_fatal(home, tmp_path):
+    update_profiles(home, at(WORLD_END))
+    expected = table(home)
+    day = partition_days(home)[-1].isoformat()
+    directory = home.home / PROFILE_TABLE_DIR
+    for stray in (f"{day}/notes.parquet", f"{day}/7-of-3.parquet", "misc/0-of-1.parquet"):
+        (directory / stray).parent.mkdir(parents=True, exist_ok=True)
+        (directory / stray).write_bytes(b"not parquet")
+    assert partition_days(home)[-1].isoformat() == day
+    pd.testing.assert_frame_equal(table(home), expected)
+    with view(home, Shard(index=0, count=1).hash_range) as root:
+        linked = {p.name for p in (root / PROFILE_TABLE_DIR).rglob("*.parquet")}
+    assert linked == {"0-of-1.parquet"}
+
+
 def test_the_features_flow_runs_each_shard_as_a_task(home, tmp_path):
     from flows.features import FeaturesParams, features
 

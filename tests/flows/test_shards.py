@@ -94,3 +94,20 @@ def test_a_shards_events_are_its_users_rows_of_the_whole_read(tmp_path):
             mine = frame[shard.holds(frame["user_id"])].reset_index(drop=True)
             assert getattr(part, name).equals(mine), (name, shard.name)
         assert sum(len(getattr(p, name)) for p in parts) == len(frame) > 0
+
+
+@given(st.integers(1, 4096).flatmap(lambda n: st.tuples(st.integers(0, n - 1), st.just(n))))
+def test_a_shard_is_read_back_from_its_name(index_count):
+    index, count = index_count
+    shard = Shard(index=index, count=count)
+    assert Shard.from_name(shard.name) == shard
+
+
+# Near misses too: leading zeros, other scripts' digits, counts over the limit.
+NEAR_NAMES = st.from_regex(r"[0-9\u0660-\u0669]{1,5}-of-[0-9]{1,5}", fullmatch=True)
+
+
+@given(st.one_of(st.text(max_size=20), NEAR_NAMES))
+def test_any_other_name_is_no_shard(name):
+    shard = Shard.from_name(name)
+    assert shard is None or shard.name == name
