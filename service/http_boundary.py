@@ -1,5 +1,15 @@
-"""The service's HTTP boundary: what a request must be before BentoML parses it, what a
-rejected one leaves in the logs, and what the OpenAPI document says the errors look like.
+"""The service's HTTP boundary: who may call, what a request must be before BentoML parses
+it, what a rejected one leaves in the logs, and what the OpenAPI document says the errors
+look like.
+
+When an API token is configured (service/access.py), every HTTP request but those to the
+probes and the metrics (/livez, /healthz, /readyz, /metrics) needs `Authorization: Bearer
+<token>`, checked before anything else: a request without it gets a 401 with
+`WWW-Authenticate: Bearer` and one body whatever was wrong (no header, another scheme, a
+wrong token), before its body is read and before any other check could tell it something
+about the route. The OpenAPI document and the Swagger UI (/docs.json, /, /schema.json, their
+static files) are protected too: they map every route and field for whoever asks, and the
+one client has the token anyway; a person reads them from a server run without one.
 
 On POST to the service's API routes (/score, /generate, /feedback) the boundary guarantees:
 
@@ -17,7 +27,7 @@ On POST to the service's API routes (/score, /generate, /feedback) the boundary 
 - GET /docs.json describes the error bodies these routes really return.
 
 Every error the routes return has the shape of the 400s: `{"error": str, "detail":
-[{"loc", "msg", "type"?}]}`; 413 and 415 take it too, so a client reads `detail[].loc`
+[{"loc", "msg", "type"?}]}`; 401, 413 and 415 take it too, so a client reads `detail[].loc`
 whatever went wrong.
 
 WARNING, not INFO, for rejected requests: the one client is the recommender, which we run,
@@ -26,7 +36,8 @@ per request, with no traceback, keeps a flood of them cheap.
 
 The JSON hot path (/score) pays for one pass over the headers: a request with an accepted
 content type and a Content-Length under the bound goes to BentoML with its `receive`
-untouched, no copy of the body and no wrapper per message.
+untouched, no copy of the body and no wrapper per message. Without a token that is all; with
+one, a second pass finds the Authorization header and compares one digest.
 """
 
 import inspect
@@ -44,6 +55,7 @@ from bentoml._internal.utils.uri import join_paths
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.access import PUBLIC_PATHS, ApiToken, announce, load_api_token
 from service.bentoml_patches import on_checked_version
 
 log = logging.getLogger(__name__)
@@ -71,11 +83,20 @@ class Rejection:
     status: int
     message: str
     body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     @classmethod
-    def of(cls, status: int, message: str, loc: list[str], kind: str) -> "Rejection":
+    def of(
+        cls,
+        status: int,
+        message: str,
+        loc: list[str],
+        kind: str,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> "Rejection":
         detail = [{"loc": loc, "msg": message, "type": kind}]
-        return cls(status, message, json.dumps({"error": message, "detail": detail}).encode())
+        body = json.dumps({"error": message, "detail": detail}).encode()
+        return cls(status, message, body, headers)
 
 
 UNSUPPORTED_MEDIA_TYPE = Rejection.of(
@@ -86,6 +107,14 @@ UNSUPPORTED_MEDIA_TYPE = Rejection.of(
 )
 BAD_CONTENT_LENGTH = Rejection.of(
     400, "content-length is not a byte count", ["content-length"], "invalid_content_length"
+)
+# One answer for every way of failing the check, so that a caller learns nothing from it.
+UNAUTHORIZED = Rejection.of(
+    401,
+    "this service needs Authorization: Bearer <token>",
+    ["authorization"],
+    "unauthorized",
+    headers=((b"www-authenticate", b"Bearer"),),
 )
 
 
@@ -110,14 +139,24 @@ def is_json_content_type(value: bytes) -> bool:
 
 
 class HttpBoundary:
-    """Pure ASGI middleware: 415 and 413 on the API routes, before BentoML reads the body.
+    """Pure ASGI middleware: 401 on every route but `public_paths` when there is an
+    `api_token`, then 415 and 413 on the API routes, before BentoML reads the body.
 
     Pure ASGI rather than BaseHTTPMiddleware, which runs the app in a task and streams the
     response through memory streams: latency /score does not have to spare.
+
+    Starlette builds its middleware once per app, when the app gets its first message (the
+    lifespan's start-up): the worker says then which access mode it serves in.
     """
 
     def __init__(
-        self, app: ASGIApp, *, routes: Iterable[str], max_body_bytes: int = MAX_BODY_BYTES
+        self,
+        app: ASGIApp,
+        *,
+        routes: Iterable[str],
+        max_body_bytes: int = MAX_BODY_BYTES,
+        api_token: ApiToken | None = None,
+        public_paths: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.routes = frozenset(routes)
@@ -125,8 +164,19 @@ class HttpBoundary:
         self.too_large = Rejection.of(
             413, f"the body is larger than {max_body_bytes} bytes", [], "body_too_large"
         )
+        self.api_token = api_token
+        self.public_paths = frozenset(public_paths)
+        announce(api_token, sorted(self.public_paths))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.api_token is not None
+            and scope["type"] == "http"
+            and scope["path"] not in self.public_paths
+            and not self.api_token.admits(_authorization(scope))
+        ):
+            await _reject(scope, send, UNAUTHORIZED)
+            return
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.routes:
             await self.app(scope, receive, send)
             return
@@ -177,6 +227,16 @@ class HttpBoundary:
                 return b"".join(chunks)
 
 
+def _authorization(scope: Scope) -> bytes | None:
+    """The Authorization header; b"" when there are two, which no token admits: two claims
+    about one caller are refused rather than one picked."""
+    found: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            found = value if found is None else b""
+    return found
+
+
 class _ClientGone(Exception):
     """The client disconnected before its body arrived: nobody to answer."""
 
@@ -190,6 +250,7 @@ async def _reject(scope: Scope, send: Send, rejection: Rejection) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(rejection.body)).encode()),
+                *rejection.headers,
             ],
         }
     )
@@ -321,6 +382,11 @@ ERROR_RESPONSES: dict[int, Response] = {
         "The body is not valid JSON or fails the request schema: one detail per failing "
         "field, with pydantic's error type."
     ),
+    401: _error_response(
+        "The service has an API token and the request did not send it as `Authorization: "
+        "Bearer <token>` (the response's `WWW-Authenticate: Bearer` says so). The same body "
+        "whether the header was missing, of another scheme or held a wrong token."
+    ),
     413: _error_response(f"The body is larger than {MAX_BODY_BYTES} bytes; it was not read."),
     415: _error_response(
         "Content-Type is not application/json (a charset, if given, must be utf-8)."
@@ -328,6 +394,11 @@ ERROR_RESPONSES: dict[int, Response] = {
     422: _error_response(
         "The body is valid but names something the service does not know, such as a "
         "prompt_version or an experiment."
+    ),
+    429: _error_response(
+        "/generate only, when TIPML_GENERATE_RATE is set: this user_id has made its requests "
+        "for now (`detail[].loc` names `user_id`); the `Retry-After` header says in how "
+        "many seconds the next one is accepted."
     ),
     503: _error_response(
         "The service cannot answer now: a dependency it needs failed, or the worker is "
@@ -365,11 +436,18 @@ def guard_http_boundary(service: S) -> S:
 
     A decorator because the service object exists only once `@bentoml.service` has run, and
     `add_asgi_middleware` is BentoML 1.4's supported way to put ASGI middleware in front of
-    its API routes.
+    its routes. The API token is read here, when the service module is imported: that is
+    `bentoml serve`'s first step, so an unusable token setting stops it before any worker
+    starts, with a `TokenConfigError` naming what is wrong.
     """
     routes = [join_paths(service.path_prefix, api.route) for api in service.apis.values()]
     if not any(cls is HttpBoundary for cls, _ in service.middlewares):
-        service.add_asgi_middleware(HttpBoundary, routes=routes)
+        service.add_asgi_middleware(
+            HttpBoundary,
+            routes=routes,
+            api_token=load_api_token(),
+            public_paths=[join_paths(service.path_prefix, path) for path in PUBLIC_PATHS],
+        )
     summarize_validation_errors(api.input_spec for api in service.apis.values())
     describe_error_responses()
     return service

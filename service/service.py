@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -54,6 +55,7 @@ from service.generation.gateway import Gateway, GatewayError
 from service.generation.prompt_blocks import build_prompt_context
 from service.generation.prompts import UnknownPromptVersion, render, resolve_prompt_version
 from service.http_boundary import guard_http_boundary
+from service.rate_limit import RATE_LIMIT, open_rate_limiter
 from service.scoring.candidates import candidate_frame, merge_profile
 from service.scoring.feature_store import open_store
 from service.scoring.model_names import CHALLENGER, CHAMPION, MODEL_NAME
@@ -140,6 +142,7 @@ class TipService:
         resolve_prompt_version(None)  # a bad DEFAULT_PROMPT_VERSION fails start-up, not requests
         self.experiments = ExperimentsConfig.from_yaml()
         self.bandit_states = StateCache(open_bandit_store(settings))
+        self.rate_limiter = open_rate_limiter(settings)
 
     def _shadow(self, settings: Settings) -> ShadowScorer | None:
         if version_by_alias(registry_client(settings), CHALLENGER) is None:
@@ -168,6 +171,8 @@ class TipService:
             if experiment.active:
                 self.bandit_states.get(experiment.id, budget=STARTUP_BUDGET_S)
         await self.gateway.warm_up()
+        if self.rate_limiter is not None:
+            await self.rate_limiter.warm_up()
         gc.collect()
         gc.freeze()
 
@@ -222,9 +227,22 @@ class TipService:
 
         With `experiment`, the experiment's policy picks the prompt version, and the decision
         (arm, propensity, outcome) is logged; the response's tip_id is what feedback names.
+        With TIPML_GENERATE_RATE, a user past their rate gets a 429 before anything is spent.
         """
         request_id = uuid.uuid4().hex
         failures: dict[str, str] = {}
+        if self.rate_limiter is not None:
+            verdict = await self.rate_limiter.check(user_id)
+            if verdict.failure:
+                failures[RATE_LIMIT] = verdict.failure
+            if not verdict.allowed:
+                limiter = self.rate_limiter
+                message = (
+                    f"this user_id may make {limiter.per_minute} /generate requests a minute, "
+                    f"{limiter.burst} at once; retry in {verdict.retry_after} s"
+                )
+                retry_after = {"Retry-After": str(verdict.retry_after)}
+                return _error(429, "user_id", message, "rate_limited", headers=retry_after)
         assignment = None
         if experiment is not None:
             if prompt_version is not None:
@@ -352,8 +370,15 @@ class TipService:
         self.sink.close()
 
 
-def _error(status: int, field: str | None, message: str, kind: str) -> JSONResponse:
+def _error(
+    status: int,
+    field: str | None,
+    message: str,
+    kind: str,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     """An error shaped like BentoML's validation errors: `detail[].loc` names the field, and
-    `type` says what went wrong (a 503's names the dependency that failed)."""
+    `type` says what went wrong (a 503's names the dependency that failed). BentoML sends a
+    returned response as it is, headers included (a 429's Retry-After)."""
     detail = [{"loc": [field] if field else [], "msg": message, "type": kind}]
-    return JSONResponse({"error": message, "detail": detail}, status_code=status)
+    return JSONResponse({"error": message, "detail": detail}, status_code=status, headers=headers)

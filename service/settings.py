@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import feature_repo
 
@@ -22,6 +22,9 @@ ENV_VARS = {
     "nats_url": "TIPML_NATS_URL",
     "nats_namespace": "TIPML_NATS_NAMESPACE",
     "dask_address": "TIPML_DASK_ADDRESS",
+    "generate_rate": "TIPML_GENERATE_RATE",
+    "generate_burst": "TIPML_GENERATE_BURST",
+    "rate_limit_store": "TIPML_RATE_LIMIT_STORE",
 }
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 NatsUrl = Annotated[str, Field(pattern=r"^(nats|tls|ws|wss)://\S+$")]
@@ -97,6 +100,31 @@ class Settings(BaseModel):
         "process; local = a Dask cluster on this machine; tcp://host:8786 = an existing Dask "
         "scheduler.",
     )
+
+    generate_rate: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests per minute one user_id may make to /generate, which spends LLM "
+        "money; past it a 429 with Retry-After (default: no limit).",
+    )
+    generate_burst: int | None = Field(
+        default=None,
+        ge=1,
+        description="How many /generate requests one user_id may make at once before the "
+        "per-minute rate applies (default: the rate).",
+    )
+    rate_limit_store: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="Where the /generate rate limit counts: memory = in each worker process "
+        "(a user may get up to workers x replicas x the rate); redis = exact across workers "
+        "and replicas, in the Redis at redis_url.",
+    )
+
+    @model_validator(mode="after")
+    def _burst_needs_a_rate(self) -> "Settings":
+        if self.generate_burst is not None and self.generate_rate is None:
+            raise ValueError("generate_burst limits nothing without generate_rate")
+        return self
 
     @classmethod
     def from_env(cls) -> "Settings":

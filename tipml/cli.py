@@ -283,6 +283,7 @@ def service_demo(settings: Settings) -> None:
     import httpx
 
     from flows.featurestore.show_online import latest_contexts
+    from service.access import caller_headers
     from service.events.lake import open_lake
     from tipml.serving import bentoml_serve
 
@@ -294,6 +295,7 @@ def service_demo(settings: Settings) -> None:
     candidates = [
         {"tip_id": f"tip-{category}", "category": category} for category in TIP_CATEGORIES
     ]
+    headers = caller_headers()  # the token the service is started with, when one is set
     console.print("\nstarting bentoml serve service.service:TipService ...")
     with bentoml_serve(settings, settings.data_dir / "demo-serve.log") as url:
         for path, body in (
@@ -301,7 +303,7 @@ def service_demo(settings: Settings) -> None:
             # Through the bandit: the policy picks the prompt version and logs the decision.
             ("/generate", {"user_id": user_id, "context": context, "experiment": "prompt-bandit"}),
         ):
-            response = httpx.post(f"{url}{path}", json=body, timeout=30)
+            response = httpx.post(f"{url}{path}", json=body, headers=headers, timeout=30)
             console.print(f"POST {path} -> {response.status_code}")
             console.print_json(response.text)
     console.print("service stopped")
