@@ -1,12 +1,16 @@
 """The BentoML service the recommender calls: /score, /generate and /feedback.
 
-    bentoml serve service.service:TipService        # 127.0.0.1:3000
+    bentoml serve service.service:TipService        # 127.0.0.1:3000, from the source tree
+    bentoml serve tipml:<version>                   # a Bento `tipml bento` built
 
-Each worker opens its own Feast store and loads `tip-scorer@champion` (and the challenger,
-for shadow scoring, if one exists) at start-up; the FeatureService comes from the champion's
-version tag. /score is a sync endpoint: BentoML runs it on the worker's one thread, so Feast's
-blocking reads never stall the event loop. /generate is async (it waits on an LLM) and reads
-features on a thread for the same reason.
+Each worker opens its own Feast store and loads its scorer at start-up: the one the Bento
+carries when it runs from a Bento built with `--arg scorer=<model tag>` (`tipml bento` does),
+else `tip-scorer@champion` from MLflow, and then also the challenger, for shadow scoring, if
+one exists. The FeatureService comes from the scorer's label or version tag.
+
+/score is a sync endpoint: BentoML runs it on the worker's one thread, so Feast's blocking
+reads never stall the event loop. /generate is async (it waits on an LLM) and reads features
+on a thread for the same reason.
 """
 
 import os
@@ -29,6 +33,7 @@ from typing import Literal
 import anyio
 import bentoml
 import numpy as np
+from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from feature_repo.bounds import Timestamp
@@ -59,13 +64,21 @@ from service.rate_limit import RATE_LIMIT, open_rate_limiter
 from service.scoring.candidates import candidate_frame, merge_profile
 from service.scoring.feature_store import open_store
 from service.scoring.model_names import CHALLENGER, CHAMPION, MODEL_NAME
-from service.scoring.model_registry import ModelRejected, load_scorer, version_by_alias
+from service.scoring.model_registry import (
+    LoadedScorer,
+    ModelRejected,
+    load_packed_scorer,
+    load_scorer,
+    version_by_alias,
+)
 from service.scoring.online_features import ONLINE_STORE, OnlineFeatureReader
 from service.scoring.shadow import ShadowScorer
-from service.settings import Settings
+from service.settings import ENV_VARS, Settings
 from service.tracking import registry_client
 
 log = logging.getLogger(__name__)
+# BentoML's root logger drops INFO; which scorer a worker serves belongs in every server log.
+log.setLevel(logging.INFO)
 patch_timeout_middleware()
 
 LIVE_SKEW = bentoml.metrics.Counter(
@@ -100,6 +113,19 @@ def _workers(value: str) -> int | str:
 REMOTE_READ_BUDGET_S = 0.05
 
 
+class BentoArguments(BaseModel):
+    """`bentoml build --arg scorer=<model tag>`: the scorer the Bento packs and serves.
+
+    BentoML keeps build arguments in the Bento and sets them again before it imports the
+    service to serve it, so the model the class declares is the one that was packed.
+    """
+
+    scorer: str | None = None
+
+
+BENTO_ARGUMENTS = bentoml.use_arguments(BentoArguments)
+
+
 def _report(endpoint: str, failures: dict[str, str]) -> dict[str, str]:
     """Count a request's dependency failures in /metrics; returns them for the response."""
     if failures:
@@ -125,10 +151,16 @@ def _report(endpoint: str, failures: dict[str, str]) -> dict[str, str]:
     tracing={"excluded_urls": ["/score"]},
 )
 class TipService:
+    # Declared so that `bentoml build` packs it; None in the source tree, where the champion
+    # comes from MLflow. Read through the instance, BentoML resolves it from the model store.
+    packed_scorer = (
+        bentoml.models.BentoModel(BENTO_ARGUMENTS.scorer) if BENTO_ARGUMENTS.scorer else None
+    )
+
     def __init__(self) -> None:
         settings = Settings.from_env()
         self.store = open_store(settings)
-        self.champion = load_scorer(settings, self.store, CHAMPION)
+        self.champion = self._champion(settings)
         self.reader = OnlineFeatureReader(
             self.store,
             self.champion.feature_service,
@@ -144,7 +176,28 @@ class TipService:
         self.bandit_states = StateCache(open_bandit_store(settings))
         self.rate_limiter = open_rate_limiter(settings)
 
+    def _champion(self, settings: Settings) -> LoadedScorer:
+        if self.packed_scorer is None:
+            champion = load_scorer(settings, self.store, CHAMPION)
+            # Not the URI itself: it may carry a database password.
+            source = f"alias {CHAMPION} in the MLflow registry ({ENV_VARS['mlflow_tracking_uri']})"
+        else:
+            champion = load_packed_scorer(self.packed_scorer, self.store)
+            source = f"this Bento's model {self.packed_scorer.tag}"
+        log.info(
+            "scoring with %s v%s on %s, from %s",
+            MODEL_NAME,
+            champion.version,
+            champion.feature_service,
+            source,
+        )
+        return champion
+
     def _shadow(self, settings: Settings) -> ShadowScorer | None:
+        if self.packed_scorer is not None:
+            # A Bento serves without MLflow: its challenger would have to come from there.
+            log.info("no shadow scoring: a Bento carries its champion only")
+            return None
         if version_by_alias(registry_client(settings), CHALLENGER) is None:
             return None
         try:

@@ -227,6 +227,27 @@ def promote(ctx: typer.Context) -> None:
 
 
 @app.command()
+def bento(ctx: typer.Context) -> None:
+    """Import the champion into BentoML's model store and build a Bento that carries it.
+
+    Prints the Bento's tag last, alone on its line: serve it with `bentoml serve <tag>`, which
+    needs no MLflow. BentoML's store is BENTOML_HOME (default ~/bentoml).
+    """
+    from flows.bento import NoChampion, package_champion
+
+    try:
+        packaged = package_champion(settings_of(ctx))
+    except NoChampion as exc:
+        fail(str(exc), code=1)
+    console.print(
+        f"tip-scorer v{packaged.mlflow_version} is {packaged.model} in BentoML's model store; "
+        "serve the Bento below with `bentoml serve <tag>`",
+        markup=False,
+    )
+    console.print(packaged.bento, markup=False, soft_wrap=True)
+
+
+@app.command()
 def card(
     ctx: typer.Context,
     alias: Annotated[Alias, typer.Option(help="Which version's card.")] = Alias.CHAMPION,

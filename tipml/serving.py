@@ -25,8 +25,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def bentoml_serve(home: Settings, log_path: Path, **env: str) -> Iterator[str]:
-    """The service on a free port; yields its base URL once /readyz answers."""
+def bentoml_serve(
+    home: Settings,
+    log_path: Path,
+    target: str = SERVICE,
+    cwd: Path = PROJECT_DIR,
+    **env: str,
+) -> Iterator[str]:
+    """`target` (the service in the source tree, or a Bento's tag) on a free port, run from
+    `cwd`; yields its base URL once /readyz answers."""
     port = free_port()
     # The registry is `home`'s: MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI into
     # this process's environment, so an inherited one may name another registry.
@@ -34,8 +41,8 @@ def bentoml_serve(home: Settings, log_path: Path, **env: str) -> Iterator[str]:
     environment = os.environ | pinned | env
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", SERVICE, "--port", str(port)],
-            cwd=PROJECT_DIR,
+            [str(BIN / "bentoml"), "serve", target, "--port", str(port)],
+            cwd=cwd,
             env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,

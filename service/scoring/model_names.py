@@ -13,3 +13,10 @@ class Alias(StrEnum):
 
 CHAMPION = Alias.CHAMPION.value
 CHALLENGER = Alias.CHALLENGER.value
+
+# The champion as BentoML's model store keeps it (flows/bento.py writes it, the service reads
+# it): the MLflow model directory under PACKED_MODEL_DIR, and where it came from as labels.
+PACKED_MODEL_DIR = "mlflow-model"
+MLFLOW_VERSION_LABEL = "mlflow_version"
+MLFLOW_RUN_LABEL = "mlflow_run_id"
+FEATURE_SERVICE_LABEL = "feature_service"

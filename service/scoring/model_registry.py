@@ -1,12 +1,14 @@
-"""The scorer in MLflow's model registry: the version an alias holds, and the guarded load the
-service uses.
+"""The scorer in MLflow's model registry: the version an alias holds, and the guarded loads the
+service uses, from the registry or from the copy a Bento carries.
 
 A model version is only usable with the features it was trained on: its
-`feast.feature_service` tag names the FeatureService, and that service must exist in the Feast
-registry the caller reads from. Anything else is refused with a reason.
+`feast.feature_service` tag (a packed copy's `feature_service` label) names the FeatureService,
+and that service must exist in the Feast registry the caller reads from. Anything else is
+refused with a reason.
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import mlflow
 from feast import FeatureStore
@@ -17,9 +19,19 @@ from mlflow.exceptions import MlflowException
 
 from service.scoring.fast_predict import AcceptProbability, accept_probability
 from service.scoring.model_inputs import MODEL_FEATURES
-from service.scoring.model_names import CHAMPION, FEATURE_SERVICE_TAG, MODEL_NAME
+from service.scoring.model_names import (
+    CHAMPION,
+    FEATURE_SERVICE_LABEL,
+    FEATURE_SERVICE_TAG,
+    MLFLOW_VERSION_LABEL,
+    MODEL_NAME,
+    PACKED_MODEL_DIR,
+)
 from service.settings import Settings
 from service.tracking import registry_client
+
+if TYPE_CHECKING:
+    from bentoml import Model as StoredModel
 
 
 class ModelRejected(RuntimeError):
@@ -43,10 +55,14 @@ def version_by_alias(client: MlflowClient, alias: str) -> ModelVersion | None:
 
 def check_servable(version: ModelVersion, store: FeatureStore) -> str:
     """The version's FeatureService name, or ModelRejected saying why it cannot serve."""
-    name = version.tags.get(FEATURE_SERVICE_TAG)
     label = f"{MODEL_NAME} version {version.version}"
+    name = version.tags.get(FEATURE_SERVICE_TAG)
     if not name:
         raise ModelRejected(f"{label} has no {FEATURE_SERVICE_TAG} tag: its inputs are unknown")
+    return _known_feature_service(label, name, store)
+
+
+def _known_feature_service(label: str, name: str, store: FeatureStore) -> str:
     try:
         store.get_feature_service(name)
     except FeatureServiceNotFoundException as exc:
@@ -68,6 +84,27 @@ def load_scorer(settings: Settings, store: FeatureStore, alias: str = CHAMPION) 
     return LoadedScorer(
         model=model,
         version=str(version.version),
+        feature_service=feature_service,
+        accept_probability=accept_probability(model, MODEL_FEATURES),
+    )
+
+
+def load_packed_scorer(packed: "StoredModel", store: FeatureStore) -> LoadedScorer:
+    """The scorer a Bento carries (flows/bento.py packed it), under the same FeatureService check
+    as a registry version; reads nothing from MLflow's server, so it serves while that is down.
+
+    Its version is the MLflow version it was imported from, so /score names the same model
+    whichever way it was loaded.
+    """
+    label = f"{packed.tag} (packed in this Bento)"
+    name = packed.info.labels.get(FEATURE_SERVICE_LABEL)
+    if not name:
+        raise ModelRejected(f"{label} has no {FEATURE_SERVICE_LABEL} label: its inputs are unknown")
+    feature_service = _known_feature_service(label, name, store)
+    model = mlflow.sklearn.load_model(packed.path_of(PACKED_MODEL_DIR))
+    return LoadedScorer(
+        model=model,
+        version=packed.info.labels[MLFLOW_VERSION_LABEL],
         feature_service=feature_service,
         accept_probability=accept_probability(model, MODEL_FEATURES),
     )
