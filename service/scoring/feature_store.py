@@ -8,10 +8,13 @@ from feast import FeatureStore
 from feast.repo_config import RepoConfig
 
 from feature_repo.repo import FEAST_OBJECTS
+from service import known_warnings
 from service.settings import ENV_VARS, FEATURE_REPO_DIR, Settings
 
 # Feast warns on every historical read that on-demand views are experimental; we know.
 warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
+# Importing Feast put its "once" DeprecationWarning filter in front of ours.
+known_warnings.silence()
 
 CONFIG_FILES = {"sqlite": "feature_store.yaml", "redis": "feature_store.redis.yaml"}
 

@@ -11,7 +11,8 @@ WARN_AFTER_IMPORTING_FLOWS = """
 import warnings
 from warnings import warn
 import flows
-from flows import KNOWN_WARNINGS
+import service.scoring.feature_store  # Feast's import turns DeprecationWarnings back on
+from service.known_warnings import KNOWN_WARNINGS
 warn("fetch_arrow_table() is deprecated, use to_arrow_table() instead.", DeprecationWarning)
 warn("The ``noload`` loader strategy is deprecated and will be removed", DeprecationWarning)
 warnings.warn("Hint: Inferred schema contains integer column(s). Integer columns ...", UserWarning)
