@@ -7,6 +7,7 @@ Bento (`bentoml serve tipml:<version>`), which carries its own champion.
 BentoML reads BENTOML_HOME when first used: set it before calling anything here.
 """
 
+import contextlib
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -66,10 +67,8 @@ def import_champion(settings: Settings) -> tuple[ModelVersion, str]:
     if not feature_service:
         raise NoChampion(f"{MODEL_NAME} v{champion.version} has no {FEATURE_SERVICE_TAG} tag")
     tag = f"{MODEL_NAME}:{bento_model_version(champion)}"
-    try:
+    with contextlib.suppress(NotFound):  # already imported: nothing to copy
         return champion, str(bentoml.models.get(tag).tag)
-    except NotFound:
-        pass
     card = read_card(client, champion)
     labels = {
         MLFLOW_VERSION_LABEL: str(champion.version),

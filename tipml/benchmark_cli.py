@@ -122,14 +122,17 @@ def _check_detect(params: "CollectParams", scenarios: int, detect: float) -> Non
     from benchmark.power import check_design
 
     cells = len(params.models) * len(params.prompts)
-    check = check_design(
-        detect,
-        scenarios=scenarios,
-        samples=params.samples,
-        max_scenarios=scenarios,
-        max_samples=MAX_SAMPLES,
-        comparisons=max(cells - 1, 1),
-    )
+    try:
+        check = check_design(
+            detect,
+            scenarios=scenarios,
+            samples=params.samples,
+            max_scenarios=scenarios,
+            max_samples=MAX_SAMPLES,
+            comparisons=max(cells - 1, 1),
+        )
+    except ValueError as exc:  # inf passes typer's minimum
+        fail(f"--detect: {exc}")
     found = "nothing" if check.mde is None else f"{check.mde:.2f}"
     console.print(
         f"{scenarios} scenarios x {params.samples} samples, {cells} cells: detects {found} "

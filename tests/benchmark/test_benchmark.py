@@ -737,6 +737,9 @@ def test_collect_refuses_a_design_that_cannot_detect_the_difference_asked_for(se
     assert small.exit_code == 2 and "10 scenarios x 1 samples, 9 cells" in small.output
     assert "cannot detect" in small.output and "25 scenarios would" in small.output
     assert store_of(settings).cells("tip-benchmark") == []  # nothing was collected
+    for bad in ("inf", "nan", "0"):
+        refused = runner.invoke(app, [*home, "bench", "collect", *models, "--detect", bad])
+        assert refused.exit_code == 2 and "--detect" in refused.output, refused.output
     # Two cells, one test: ten scenarios detect about 3.6 composite points.
     two = ["--models", "rules", "--prompts", "v1,v2-mentor"]
     enough = runner.invoke(app, [*home, "bench", "collect", *two, "--detect", "4"])
