@@ -95,4 +95,6 @@ class BaselineService:
                 for name, reason in reasons.items()
                 if reason[0] and name not in supplied
             },
+            dependency_fallbacks={},  # no degraded mode: a store failure is a 500
+            degraded=False,
         )
