@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel
 
-from service.scoring.model_inputs import model_frame
+from service.scoring.model_inputs import model_matrix
 from service.scoring.online_features import FeatureRead
 
 # Beyond float noise from another language's arithmetic: a real disagreement.
@@ -43,11 +42,6 @@ def merge_profile(read: FeatureRead, supplied: BaseModel | None) -> MergedProfil
     return MergedProfile(values=values, fallbacks=fallbacks, skewed=tuple(skewed))
 
 
-def candidate_frame(profile: dict, context: dict, categories: Sequence[str]) -> pd.DataFrame:
-    """The model rows of one user's candidates in one request context."""
-    rows = len(categories)
-    return model_frame(
-        {name: np.full(rows, value) for name, value in profile.items()},
-        {name: np.full(rows, value) for name, value in context.items()},
-        np.asarray(categories),
-    )
+def candidate_rows(profile: dict, context: dict, categories: Sequence[str]) -> np.ndarray:
+    """The model rows (MODEL_FEATURES) of one user's candidates in one request context."""
+    return model_matrix(profile, context, np.asarray(categories))

@@ -18,7 +18,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 log = logging.getLogger(__name__)
 
-AcceptProbability = Callable[[pd.DataFrame], np.ndarray]
+# P(accept) for model rows: a float matrix whose columns are the model's inputs, in order.
+AcceptProbability = Callable[[np.ndarray], np.ndarray]
 CHECK_ROWS = 2_000
 
 
@@ -31,36 +32,43 @@ class TreeEnsemble:
         trees = [predictors[0].nodes for predictors in model._predictors]
         if any(tree["is_categorical"].any() for tree in trees):
             raise ValueError("categorical splits are not supported")
-        offsets = np.cumsum([0] + [len(tree) for tree in trees[:-1]])
+        sizes = [len(tree) for tree in trees]
+        offsets = np.cumsum([0, *sizes[:-1]])
         nodes = np.concatenate(trees)
-        tree_of_node = np.repeat(np.arange(len(trees)), [len(tree) for tree in trees])
+        shift = np.repeat(offsets, sizes)
+        leaf = nodes["is_leaf"].astype(bool)
+        ids = np.arange(len(nodes))
+        # A leaf is its own child on both sides: `depth` steps end every walk on its leaf,
+        # however early it got there, with no test for leaves along the way.
+        left = np.where(leaf, ids, nodes["left"].astype(np.intp) + shift)
+        right = np.where(leaf, ids, nodes["right"].astype(np.intp) + shift)
+        self.children = np.column_stack([left, right]).ravel()  # node n: 2n left, 2n+1 right
         self.roots = offsets
         self.feature = nodes["feature_idx"].astype(np.intp)
         self.threshold = nodes["num_threshold"]
-        self.missing_left = nodes["missing_go_to_left"].astype(bool)
-        self.left = nodes["left"].astype(np.intp) + offsets[tree_of_node]
-        self.right = nodes["right"].astype(np.intp) + offsets[tree_of_node]
-        self.is_leaf = nodes["is_leaf"].astype(bool)
+        self.missing_right = ~nodes["missing_go_to_left"].astype(bool)
         self.value = nodes["value"]
         self.depth = int(nodes["depth"].max())
         self.baseline = float(model._baseline_prediction.ravel()[0])
 
     def accept_probability(self, x: np.ndarray) -> np.ndarray:
-        rows = np.arange(len(x))[:, None]
-        node = np.broadcast_to(self.roots, (len(x), len(self.roots))).copy()
+        """As scikit-learn walks a tree: a missing value goes the side the split learned for
+        it, else left when at most the threshold; here every row walks every tree at once."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        cells = x.ravel()
+        row_start = (np.arange(len(x)) * x.shape[1])[:, None]
+        node = np.tile(self.roots, (len(x), 1))
+        any_missing = bool(np.isnan(cells).any())  # served rows never are: one test per call
         for _ in range(self.depth):
-            value = x[rows, self.feature[node]]
-            go_left = np.where(
-                np.isnan(value), self.missing_left[node], value <= self.threshold[node]
-            )
-            node = np.where(
-                self.is_leaf[node], node, np.where(go_left, self.left[node], self.right[node])
-            )
-        leaves = self.value[node]
-        raw = np.full(len(x), self.baseline)
-        for tree in range(leaves.shape[1]):  # tree order, as scikit-learn accumulates
-            raw += leaves[:, tree]
-        return expit(raw)
+            value = cells[row_start + self.feature[node]]
+            go_right = value > self.threshold[node]  # False for NaN
+            if any_missing:
+                go_right |= np.isnan(value) & self.missing_right[node]
+            node = self.children[2 * node + go_right]
+        # Baseline, then each tree in order: scikit-learn's sums, and a cumulative sum adds
+        # in that sequence (a plain sum would pair terms up and round differently).
+        terms = np.column_stack([np.full(len(x), self.baseline), self.value[node]])
+        return expit(np.cumsum(terms, axis=1)[:, -1])
 
 
 def _probe_rows(model: HistGradientBoostingClassifier, rows: int) -> np.ndarray:
@@ -78,8 +86,8 @@ def _probe_rows(model: HistGradientBoostingClassifier, rows: int) -> np.ndarray:
 def accept_probability(model: object, features: tuple[str, ...]) -> AcceptProbability:
     """P(accept) for rows of `features`: numpy trees when exact, else scikit-learn's."""
 
-    def sklearn_path(frame: pd.DataFrame) -> np.ndarray:
-        return model.predict_proba(frame)[:, 1]
+    def sklearn_path(rows: np.ndarray) -> np.ndarray:
+        return model.predict_proba(pd.DataFrame(rows, columns=list(features)))[:, 1]
 
     if not isinstance(model, HistGradientBoostingClassifier):
         return sklearn_path
@@ -97,7 +105,7 @@ def accept_probability(model: object, features: tuple[str, ...]) -> AcceptProbab
         log.warning("numpy trees disagree with scikit-learn on probe rows; using scikit-learn")
         return sklearn_path
 
-    def numpy_path(frame: pd.DataFrame) -> np.ndarray:
-        return ensemble.accept_probability(frame.to_numpy())
+    def numpy_path(rows: np.ndarray) -> np.ndarray:
+        return ensemble.accept_probability(rows)
 
     return numpy_path

@@ -24,23 +24,33 @@ MODEL_FEATURES: tuple[str, ...] = (
 )
 
 
+def model_matrix(
+    profile: Mapping[str, np.ndarray | float],
+    context: Mapping[str, np.ndarray | int],
+    category: np.ndarray,
+) -> np.ndarray:
+    """Rows of MODEL_FEATURES as one float64 matrix, a row per category. Profile and context
+    hold one value per row, or one value for all rows (a user's candidates in one request)."""
+    category = np.asarray(category)
+    columns: dict[str, np.ndarray | float | int] = {
+        **{f.name: profile[f.name] for f in PROFILE_FEATURES},
+        **{f.name: context[f.name] for f in CONTEXT_FEATURES},
+        **candidate_features(category, profile, np.asarray(context["hour_of_day"])),
+    }
+    for name, value in zip(CATEGORY_COLUMNS, TIP_CATEGORIES, strict=True):
+        columns[name] = category == value
+    # Filled column by column: one float block, a value shared by all rows written once, and
+    # no pandas (this runs on every /score request).
+    matrix = np.empty((len(category), len(MODEL_FEATURES)), dtype=np.float64)
+    for j, name in enumerate(MODEL_FEATURES):
+        matrix[:, j] = columns[name]
+    return matrix
+
+
 def model_frame(
     profile: Mapping[str, np.ndarray],
     context: Mapping[str, np.ndarray],
     category: np.ndarray,
 ) -> pd.DataFrame:
-    """Rows of MODEL_FEATURES; every argument holds one value per row."""
-    category = np.asarray(category)
-    columns: dict[str, np.ndarray] = {
-        **{f.name: np.asarray(profile[f.name]) for f in PROFILE_FEATURES},
-        **{f.name: np.asarray(context[f.name], dtype=np.int64) for f in CONTEXT_FEATURES},
-        **candidate_features(category, profile, np.asarray(context["hour_of_day"])),
-    }
-    for name, value in zip(CATEGORY_COLUMNS, TIP_CATEGORIES, strict=True):
-        columns[name] = (category == value).astype(np.int64)
-    # One float block: a model signature has one dtype to check, and pandas builds one block
-    # far faster than a column at a time (this runs on every /score request).
-    matrix = np.column_stack(
-        [np.asarray(columns[name], dtype=np.float64) for name in MODEL_FEATURES]
-    )
-    return pd.DataFrame(matrix, columns=list(MODEL_FEATURES))
+    """`model_matrix` with its column names, as training and scikit-learn read it."""
+    return pd.DataFrame(model_matrix(profile, context, category), columns=list(MODEL_FEATURES))

@@ -1,9 +1,9 @@
 """The serving read path: online features for one user and request, TTL and fallbacks applied.
 
 Profile values come from the online store through the model's FeatureService; context
-features from the same FeatureService's on-demand view. When the store cannot be read, the
-profile falls back whole and the context features are computed by the view's own function,
-so a request is still answered, marked degraded.
+features from the same FeatureService's on-demand view, which reads no store
+(service/scoring/feature_service_read.py plans both reads once, at start-up). When the store
+cannot be read, the profile falls back whole, so a request is still answered, marked degraded.
 
 The store is read through a circuit breaker (service/circuit.py) that counts only the
 store's own failures; an unexpected error in one read degrades that request alone.
@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from feature_repo.context_features import CONTEXT_FEATURES, request_context_features
+from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.freshness import FallbackReason, fallback_profile, resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from service.api.request import RequestContext
 from service.circuit import STARTUP_BUDGET_S, Breaker, DependencyFailed
+from service.scoring.feature_service_read import FeatureServiceRead
 
 if TYPE_CHECKING:  # the reader is handed a store; FeatureRead's users need no Feast
     from feast import FeatureStore
@@ -62,8 +63,9 @@ class OnlineFeatureReader:
         cooldown: float = 5.0,
         budget: float | None = None,
     ) -> None:
-        self.store = store
         self.feature_service = store.get_feature_service(feature_service_name)
+        self.rows = FeatureServiceRead(store, self.feature_service)
+        self.budget = budget
         self.breaker = Breaker(ONLINE_STORE, STORE_ERRORS, budget=budget, cooldown=cooldown)
 
     def warm_up(self, context: RequestContext, now: datetime) -> FeatureRead:
@@ -73,37 +75,32 @@ class OnlineFeatureReader:
     def read(
         self, user_id: str, context: RequestContext, now: datetime, budget: float | None = None
     ) -> FeatureRead:
-        request = context.feast_request_data()
+        computed = self.rows.compute_on_demand(context.feast_request_data())
+        context_values = {f.name: int(computed[f.name]) for f in CONTEXT_FEATURES}
         try:
-            row = self.breaker.call(self._fetch, {"user_id": user_id, **request}, budget=budget)
+            row = self.breaker.call(self.rows.read_views, user_id, budget=budget)
         except DependencyFailed as exc:
-            return self._degraded(request, exc.reason)
+            return _degraded(context_values, exc.reason)
         except Exception as exc:  # not the store's failure: this request alone falls back
             log.error("online read failed for one request: %s", type(exc).__name__)
-            return self._degraded(request, "error")
+            return _degraded(context_values, "error")
         values, reasons = resolve_profiles(
-            {f.name: row[f.name] for f in PROFILE_FEATURES}, row[PROFILE_AS_OF], [now]
+            {f.name: [row[f.name]] for f in PROFILE_FEATURES}, [row[PROFILE_AS_OF]], [now]
         )
-        fallbacks = {name: str(r[0]) for name, r in reasons.items() if r[0]}
         return FeatureRead(
             profile=_first_row(values),
-            context={f.name: int(row[f.name][0]) for f in CONTEXT_FEATURES},
-            fallbacks=fallbacks,
-            as_of=row[PROFILE_AS_OF][0],
+            context=context_values,
+            fallbacks={name: str(r[0]) for name, r in reasons.items() if r[0]},
+            as_of=row[PROFILE_AS_OF],
         )
 
-    def _fetch(self, entity_row: dict) -> dict:
-        return self.store.get_online_features(
-            features=self.feature_service, entity_rows=[entity_row]
-        ).to_dict()
 
-    def _degraded(self, request: dict, failure: str) -> FeatureRead:
-        values, reasons = fallback_profile(1, FallbackReason.STORE_UNAVAILABLE)
-        local = request_context_features({name: [value] for name, value in request.items()})
-        return FeatureRead(
-            profile=_first_row(values),
-            context={f.name: int(local[f.name][0]) for f in CONTEXT_FEATURES},
-            fallbacks={name: str(reason[0]) for name, reason in reasons.items()},
-            as_of=None,
-            store_failure=failure,
-        )
+def _degraded(context: dict[str, int], failure: str) -> FeatureRead:
+    values, reasons = fallback_profile(1, FallbackReason.STORE_UNAVAILABLE)
+    return FeatureRead(
+        profile=_first_row(values),
+        context=context,
+        fallbacks={name: str(reason[0]) for name, reason in reasons.items()},
+        as_of=None,
+        store_failure=failure,
+    )

@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, TypeAdapter
 
 from service.events.log import EventLog
-from service.scoring.model_inputs import MODEL_FEATURES
 from service.scoring.model_registry import LoadedScorer
 
 log = logging.getLogger(__name__)
@@ -78,12 +76,10 @@ class ShadowScorer:
         request_id: str,
         user_id: str,
         tip_ids: list[str],
-        rows: pd.DataFrame,
+        rows: np.ndarray,
         champion_scores: np.ndarray,
     ) -> None:
-        job = _Job(
-            request_id, user_id, tip_ids, rows.to_numpy(), champion_scores, datetime.now(UTC)
-        )
+        job = _Job(request_id, user_id, tip_ids, rows, champion_scores, datetime.now(UTC))
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -116,8 +112,7 @@ class ShadowScorer:
                     log.exception("shadow scoring failed for %d requests", len(batch))
 
     def _score(self, batch: list[_Job]) -> None:
-        rows = pd.DataFrame(np.vstack([job.rows for job in batch]), columns=list(MODEL_FEATURES))
-        scores = self.challenger.accept_probability(rows)
+        scores = self.challenger.accept_probability(np.vstack([job.rows for job in batch]))
         bounds = np.cumsum([len(job.rows) for job in batch])[:-1]
         self.log.append(
             ShadowRecord(

@@ -1,10 +1,13 @@
-"""BentoML's TimeoutMiddleware must not keep a timer per finished request alive."""
+"""BentoML's TimeoutMiddleware must not keep a timer per finished request alive, and an API
+method's caller is built once per service instance, not per request."""
 
 import asyncio
 
+import bentoml
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
+from pydantic import Field
 
-from service.bentoml_patches import patch_timeout_middleware
+from service.bentoml_patches import cache_local_callers, patch_timeout_middleware
 
 REQUESTS = 200
 
@@ -41,3 +44,19 @@ def test_finished_requests_leave_no_timers_behind():
 
 def test_the_fix_is_idempotent():
     assert patch_timeout_middleware() and patch_timeout_middleware()
+
+
+class Echo:
+    @bentoml.api
+    def echo(self, text: str = Field(default="hi")) -> str:
+        return f"{id(self)}:{text}"
+
+
+def test_an_api_method_builds_its_caller_once_per_instance():
+    assert cache_local_callers(), "the cache should apply to the BentoML this project pins"
+    one, two = Echo(), Echo()
+    assert one.echo.local is one.echo.local
+    assert one.echo.local is not two.echo.local
+    # The cached caller is the one BentoML builds: defaults from Field still apply.
+    assert one.echo() == f"{id(one)}:hi"
+    assert two.echo(text="x") == f"{id(two)}:x"

@@ -29,7 +29,7 @@ def test_boosted_trees_match_scikit_learn_bit_for_bit(data):
     assert predict.__name__ == "numpy_path"
     fresh = pd.DataFrame(np.random.default_rng(9).normal(size=(500, 4)) * 3, columns=list(FEATURES))
     fresh.iloc[::7, 1] = np.nan
-    assert np.array_equal(predict(fresh), model.predict_proba(fresh)[:, 1])
+    assert np.array_equal(predict(fresh.to_numpy()), model.predict_proba(fresh)[:, 1])
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,8 @@ def test_other_models_use_scikit_learn(data, make):
     model = make().fit(x.fillna(0), y)
     predict = accept_probability(model, FEATURES)
     assert predict.__name__ == "sklearn_path"
-    assert np.array_equal(predict(x.fillna(0)), model.predict_proba(x.fillna(0))[:, 1])
+    rows = x.fillna(0)
+    assert np.array_equal(predict(rows.to_numpy()), model.predict_proba(rows)[:, 1])
 
 
 def test_a_model_with_other_inputs_uses_scikit_learn(data):

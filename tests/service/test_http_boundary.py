@@ -290,7 +290,7 @@ def test_a_500_still_logs_its_traceback(client, boundary_log, monkeypatch):
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("scoring broke")
 
-    monkeypatch.setattr("service.service.candidate_frame", broken)
+    monkeypatch.setattr("service.service.candidate_rows", broken)
     assert client.post("/score", json=SCORE_BODY).status_code == 500
     [record] = [r for r in boundary_log.records if r.levelno >= logging.WARNING]
     assert record.levelno == logging.ERROR and "RuntimeError: scoring broke" in boundary_log.text

@@ -4,6 +4,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,8 +15,9 @@ from feature_repo.profile_features import PROFILE_FEATURES
 from flows.modeling.registration import read_card
 from service.api.request import RequestContext
 from service.events.lake import open_lake
-from service.scoring.candidates import candidate_frame
+from service.scoring.candidates import candidate_rows
 from service.scoring.feature_store import open_store
+from service.scoring.model_inputs import MODEL_FEATURES
 from service.scoring.model_registry import load_scorer, version_by_alias
 from service.scoring.online_features import OnlineFeatureReader
 from service.scoring.shadow import shadow_log
@@ -59,9 +61,8 @@ def test_scores_every_candidate_best_first_as_the_champion_would(client, served_
         "u000003", RequestContext.model_validate(CONTEXT), now=datetime.now(UTC)
     )
     categories = [c["category"] for c in CANDIDATES]
-    expected = champion.model.predict_proba(
-        candidate_frame(read.profile, read.context, categories)
-    )[:, 1]
+    rows = candidate_rows(read.profile, read.context, categories)
+    expected = champion.model.predict_proba(pd.DataFrame(rows, columns=list(MODEL_FEATURES)))[:, 1]
     by_tip = {c["tip_id"]: c["score"] for c in body["candidates"]}
     assert np.allclose([by_tip[c["tip_id"]] for c in CANDIDATES], expected, rtol=1e-12)
 
