@@ -116,6 +116,22 @@ def _manifest_path(settings: Settings) -> Path:
     return settings.world_dir / "world.json"
 
 
+def _users_path(settings: Settings) -> Path:
+    return settings.world_dir / "users.parquet"
+
+
+def read_world_users(settings: Settings) -> pd.DataFrame | None:
+    """The simulated world's users (SimUser's fields; receptivity a dict by category), or None
+    when the home holds no simulated world. Ground truth for evaluation, never a model input
+    that serves."""
+    path = _users_path(settings)
+    if not path.exists():
+        return None
+    users = pd.read_parquet(path)
+    users["receptivity"] = users["receptivity"].map(json.loads)
+    return users
+
+
 def _save(path: Path, record: BaseModel) -> None:
     """Replace `path` whole, so that a crash leaves the old record or the new one."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -195,7 +211,7 @@ def simulate(params: SimulateParams, settings: Settings | None = None) -> Simula
     settings.world_dir.mkdir(parents=True, exist_ok=True)
     truth = pd.DataFrame([u.model_dump() for u in world.users])
     truth["receptivity"] = truth["receptivity"].map(json.dumps)
-    truth.to_parquet(settings.world_dir / "users.parquet", index=False)
+    truth.to_parquet(_users_path(settings), index=False)
     _save(_manifest_path(settings), manifest)
 
     shards = run_shards(

@@ -3,11 +3,13 @@ scorer -> MLflow run, registered version `tip-scorer@challenger`, model card.
 
 Each step is a task over flows/modeling/: build (the labelled impressions, then the
 point-in-time read), split (by day, or NotEnoughData), fit (every candidate; the lowest
-validation log loss is chosen), evaluate (metrics against the oracle, fairness slices) and
-register (run, version, tags, card, alias). Only the build's tasks retry: they read the event
-log and the Feast offline store and write nothing, so another try is safe and may outlast a
-passing I/O error. Split, fit and evaluate are deterministic and would fail the same way
-again; a retried register would log a second run and register a second version.
+validation log loss is chosen), ceiling (on a simulated world, the chosen learner fitted
+again on the users' true traits: flows/modeling/ceiling.py), evaluate (metrics against the
+oracle and the ceilings, fairness slices) and register (run, version, tags, card, alias).
+Only the build's tasks retry: they read the event log and the Feast offline store and write
+nothing, so another try is safe and may outlast a passing I/O error. Split, fit, ceiling and
+evaluate are deterministic and would fail the same way again; a retried register would log a
+second run and register a second version.
 
 The build runs per user shard, one task each in the subflow `training-set-shards`
 (flows/training_shards.py) on the runner TIPML_DASK_ADDRESS names. In threads (no
@@ -26,11 +28,13 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, model_validator
 
 from feature_repo.bounds import UtcDatetime
+from flows.modeling.ceiling import CeilingModel, fit_ceiling_model
 from flows.modeling.evaluation import Evaluation, Metrics, evaluate_scorer
 from flows.modeling.registration import register_scorer
-from flows.modeling.scorer_models import Candidates, Fitted, fit_candidates
+from flows.modeling.scorer_models import CANDIDATES, Candidates, Fitted, fit_candidates
 from flows.modeling.training_set import TrainingSet, split_training_set
 from flows.shards import task_runner
+from flows.simulate import read_world_users
 from flows.training_shards import BuildParams, training_set_shards
 from service.scoring.model_names import MODEL_NAME
 from service.settings import Settings
@@ -60,6 +64,7 @@ class TrainReport(BaseModel):
     metrics: Metrics
     build_seconds: float
     fit_seconds: float  # all candidates
+    ceiling_fit_seconds: float | None  # the ceiling model, fitted on simulated worlds only
     train_rows: int
 
 
@@ -74,10 +79,20 @@ def fit(data: TrainingSet) -> Candidates:
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate(settings: Settings, data: TrainingSet, chosen: Fitted) -> Evaluation:
-    world_path = settings.world_dir / "users.parquet"
-    world = pd.read_parquet(world_path) if world_path.exists() else None
-    return evaluate_scorer(chosen.model, data.valid, world)
+def ceiling(
+    data: TrainingSet, chosen: Fitted, world_users: pd.DataFrame | None
+) -> CeilingModel | None:
+    return fit_ceiling_model(CANDIDATES[chosen.name], data, world_users)
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate(
+    data: TrainingSet,
+    chosen: Fitted,
+    world_users: pd.DataFrame | None,
+    ceiling_model: CeilingModel | None,
+) -> Evaluation:
+    return evaluate_scorer(chosen.model, data.valid, world_users, ceiling_model)
 
 
 @task(cache_policy=NO_CACHE)
@@ -88,6 +103,7 @@ def register(
     candidates: Candidates,
     evaluation: Evaluation,
     build_seconds: float,
+    ceiling_model: CeilingModel | None,
 ) -> str:
     return register_scorer(
         settings,
@@ -97,6 +113,7 @@ def register(
         feature_service=params.feature_service,
         validation_days=params.validation_days,
         build_seconds=build_seconds,
+        ceiling_fit_seconds=None if ceiling_model is None else ceiling_model.fit_seconds,
     )
 
 
@@ -114,29 +131,31 @@ def training(params: TrainParams | None = None, settings: Settings | None = None
     data = split(rows, params, as_of)
     candidates = fit(data)
     chosen = candidates.chosen
-    evaluation = evaluate(settings, data, chosen)
-    version = register(settings, params, data, candidates, evaluation, build_seconds)
+    world_users = read_world_users(settings)
+    ceiling_model = ceiling(data, chosen, world_users)
+    evaluation = evaluate(data, chosen, world_users, ceiling_model)
+    version = register(settings, params, data, candidates, evaluation, build_seconds, ceiling_model)
 
-    metrics = evaluation.metrics
+    report = TrainReport(
+        version=version,
+        model_type=chosen.name,
+        metrics=evaluation.metrics,
+        build_seconds=build_seconds,
+        fit_seconds=candidates.fit_seconds,
+        ceiling_fit_seconds=None if ceiling_model is None else ceiling_model.fit_seconds,
+        train_rows=len(data.train),
+    )
     logger.info(
-        "%s v%s (%s): AUC %.4f / oracle AUC %.4f = %.3f; build %.1fs, fit %.1fs",
+        "%s v%s (%s): %s; build %.1fs, fit %.1fs, ceiling model fit %s",
         MODEL_NAME,
         version,
         chosen.name,
-        metrics.auc,
-        metrics.oracle_auc or 0,
-        metrics.auc_to_oracle or 0,
+        report.metrics.discrimination(),
         build_seconds,
         candidates.fit_seconds,
+        "-" if ceiling_model is None else f"{ceiling_model.fit_seconds:.1f}s",
     )
-    return TrainReport(
-        version=version,
-        model_type=chosen.name,
-        metrics=metrics,
-        build_seconds=build_seconds,
-        fit_seconds=candidates.fit_seconds,
-        train_rows=len(data.train),
-    )
+    return report
 
 
 if __name__ == "__main__":

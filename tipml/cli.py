@@ -204,13 +204,14 @@ def train(
 
 
 def print_training(report) -> None:
-    m = report.metrics
+    m, ceiling = report.metrics, report.ceiling_fit_seconds
     console.print(
         f"tip-scorer v{report.version} ({report.model_type}) registered as challenger\n"
-        f"AUC {m.auc:.4f} / oracle AUC {m.oracle_auc or 0:.4f} = {m.auc_to_oracle or 0:.3f}; "
+        f"{m.discrimination()}\n"
         f"log loss {m.log_loss:.4f}; ECE {m.ece:.4f}\n"
         f"training set built in {report.build_seconds:.1f} s ({report.train_rows} training rows);"
-        f" fit in {report.fit_seconds:.1f} s",
+        f" fit in {report.fit_seconds:.1f} s"
+        + ("" if ceiling is None else f"; ceiling model fit in {ceiling:.1f} s"),
         markup=False,
     )
 

@@ -1,5 +1,6 @@
 """Offline evaluation of a scorer on its validation rows: discrimination (against the oracle
-where it is known), calibration, and per-slice fairness."""
+and the ceilings where they are known, flows/modeling/ceiling.py), calibration, and per-slice
+fairness."""
 
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel
 from sklearn.base import BaseEstimator
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
+from flows.modeling.ceiling import CeilingModel, observable_ceiling, oracle_p
 from service.scoring.model_inputs import MODEL_FEATURES
 
 CALIBRATION_BINS = 10
@@ -23,11 +25,37 @@ class Metrics(BaseModel):
     log_loss: float
     brier: float
     ece: float
+    # Simulated worlds only (flows/modeling/ceiling.py): the true probability's AUC, the same
+    # with the prompt version averaged out (the observable ceiling), and the AUC of the
+    # scorer's learner given the users' true traits (the ceiling model).
     oracle_auc: float | None = None
+    ceiling_auc: float | None = None
+    ceiling_model_auc: float | None = None
 
     @property
     def auc_to_oracle(self) -> float | None:
         return self.auc / self.oracle_auc if self.oracle_auc else None
+
+    @property
+    def auc_to_ceiling(self) -> float | None:
+        return self.auc / self.ceiling_auc if self.ceiling_auc else None
+
+    def discrimination(self) -> str:
+        """The model's AUC beside the ceilings and the oracle, on one line."""
+        return (
+            f"AUC {self.auc:.4f} | observable ceiling AUC {_auc(self.ceiling_auc)} "
+            f"(AUC/ceiling {_ratio(self.auc_to_ceiling)}) | oracle AUC {_auc(self.oracle_auc)} "
+            f"(AUC/oracle {_ratio(self.auc_to_oracle)}) | ceiling model AUC "
+            f"{_auc(self.ceiling_model_auc)}"
+        )
+
+
+def _auc(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.4f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 class SliceRow(BaseModel):
@@ -58,9 +86,21 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray) -> float:
     return float(total)
 
 
-def evaluate(y: np.ndarray, p: np.ndarray, oracle: np.ndarray | None = None) -> Metrics:
+def evaluate(
+    y: np.ndarray,
+    p: np.ndarray,
+    oracle: np.ndarray | None = None,
+    ceiling: np.ndarray | None = None,
+    ceiling_model: np.ndarray | None = None,
+) -> Metrics:
+    """Metrics of predictions `p` of labels `y`, with the AUC of each reference scoring of the
+    same rows that is given: the oracle's, the observable ceiling's, the ceiling model's."""
     y = np.asarray(y, dtype=np.int64)
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+
+    def auc(reference: np.ndarray | None) -> float | None:
+        return None if reference is None else float(roc_auc_score(y, reference))
+
     return Metrics(
         rows=len(y),
         positives=int(y.sum()),
@@ -68,7 +108,9 @@ def evaluate(y: np.ndarray, p: np.ndarray, oracle: np.ndarray | None = None) -> 
         log_loss=float(log_loss(y, p, labels=[0, 1])),
         brier=float(brier_score_loss(y, p)),
         ece=expected_calibration_error(y, p),
-        oracle_auc=float(roc_auc_score(y, oracle)) if oracle is not None else None,
+        oracle_auc=auc(oracle),
+        ceiling_auc=auc(ceiling),
+        ceiling_model_auc=auc(ceiling_model),
     )
 
 
@@ -112,17 +154,25 @@ class Evaluation:
 
 
 def evaluate_scorer(
-    model: BaseEstimator, valid: pd.DataFrame, world_users: pd.DataFrame | None
+    model: BaseEstimator,
+    valid: pd.DataFrame,
+    world_users: pd.DataFrame | None,
+    ceiling_model: CeilingModel | None = None,
 ) -> Evaluation:
-    """Metrics against the oracle and fairness slices of `model` on the validation rows."""
+    """Metrics against the oracle and the ceilings, and fairness slices, of `model` on the
+    validation rows; `ceiling_model` was scored on the same rows."""
     p_accept = model.predict_proba(valid[list(MODEL_FEATURES)])[:, 1]
     y = valid["accepted"].to_numpy()
-    # The oracle is known in a simulated world only.
-    oracle = valid["oracle_p_accept"]
-    oracle = oracle.to_numpy(dtype=float) if oracle.notna().all() else None
     return Evaluation(
         p_accept=p_accept,
-        metrics=evaluate(y, p_accept, oracle),
+        metrics=evaluate(
+            y,
+            p_accept,
+            # Known in a simulated world only.
+            oracle=oracle_p(valid),
+            ceiling=observable_ceiling(valid),
+            ceiling_model=None if ceiling_model is None else ceiling_model.p_accept,
+        ),
         fairness=slice_table(y, p_accept, fairness_slices(valid, world_users)),
     )
 

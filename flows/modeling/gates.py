@@ -8,7 +8,15 @@ from flows.modeling.evaluation import Metrics, SliceRow
 class PromotionPolicy(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    # Model AUC over the Bayes-optimal (oracle) AUC on the same validation rows.
+    # Model AUC over the Bayes-optimal (oracle) AUC on the same validation rows. The gate keeps
+    # reading this ratio, not AUC over the observable ceiling that the card shows beside it
+    # (flows/modeling/ceiling.py): the ceiling needs the simulator's truth as the oracle does,
+    # so it gates no world the oracle cannot; it is no reachable 1.0 either (it knows every
+    # user's true traits); on the default world it is 0.002 AUC below the oracle (the prompt
+    # versions' effects are small), so both ratios pass and fail the same models; and cards
+    # registered before it carry no ceiling, so promote would fail them closed. Move to the
+    # ceiling ratio if PROMPT_EFFECT's spread grows enough for the oracle ratio to fail models
+    # for what no scorer can know.
     min_auc_to_oracle: float = 0.90
     # Expected calibration error on validation: probabilities must mean what they say.
     max_ece: float = 0.03

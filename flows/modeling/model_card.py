@@ -21,6 +21,15 @@ PURPOSE = (
     "Scores candidate tips for a user at request time: the probability that the user accepts "
     "the tip if shown now. The recommender ranks candidates by it."
 )
+# What the discrimination columns of the metrics table mean (flows/modeling/ceiling.py).
+CEILINGS = (
+    "Oracle AUC: the simulator's true accept probability, which knows the prompt version "
+    "drawn after scoring. Observable ceiling AUC: the same with the prompt version averaged "
+    "out, the best ranking of a scorer that knows each user's true traits. Ceiling model AUC: "
+    "this model's learner on the same rows, given the users' true traits in place of the "
+    "features' estimates. All three need a simulated world: '-' without one. The gate reads "
+    "AUC / oracle (flows/modeling/gates.py).",
+)
 # MLflow's model_versions.description column (VARCHAR(5000) on PostgreSQL and MySQL).
 DESCRIPTION_LIMIT = 5000
 KNOWN_LIMITS = (
@@ -76,7 +85,6 @@ class ModelCard(BaseModel):
     rollout_history: list[RolloutDecision] = []
 
     def summary(self) -> str:
-        ratio = self.metrics.auc_to_oracle
         last = self.rollout_history[-1] if self.rollout_history else None
         return "\n".join(
             [
@@ -84,9 +92,8 @@ class ModelCard(BaseModel):
                 f"trained on {self.train_rows} impressions "
                 f"{self.training_window.start:%Y-%m-%d} .. {self.training_window.end:%Y-%m-%d}, "
                 f"validated on {self.metrics.rows}",
-                f"AUC {self.metrics.auc:.3f} / oracle {self.metrics.oracle_auc or 0:.3f} = "
-                f"{ratio or 0:.3f}; log loss {self.metrics.log_loss:.4f}; "
-                f"ECE {self.metrics.ece:.4f}",
+                self.metrics.discrimination(),
+                f"log loss {self.metrics.log_loss:.4f}; ECE {self.metrics.ece:.4f}",
                 *(f"{'pass' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in self.checks),
                 f"last decision: {last.action} ({last.reason})" if last else "no decision yet",
             ]
@@ -149,10 +156,15 @@ class ModelCard(BaseModel):
             f"{m.positives} accepted",
             "",
             "## Offline metrics (validation)",
-            "| AUC | oracle AUC | AUC / oracle | log loss | Brier | ECE |",
-            "| --- | --- | --- | --- | --- | --- |",
-            f"| {m.auc:.4f} | {m.oracle_auc or 0:.4f} | {m.auc_to_oracle or 0:.4f} | "
-            f"{m.log_loss:.4f} | {m.brier:.4f} | {m.ece:.4f} |",
+            "| AUC | observable ceiling AUC | AUC / ceiling | oracle AUC | AUC / oracle "
+            "| ceiling model AUC | log loss | Brier | ECE |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"| {m.auc:.4f} | {_fmt(m.ceiling_auc, '.4f')} | {_fmt(m.auc_to_ceiling, '.4f')} | "
+            f"{_fmt(m.oracle_auc, '.4f')} | {_fmt(m.auc_to_oracle, '.4f')} | "
+            f"{_fmt(m.ceiling_model_auc, '.4f')} | {m.log_loss:.4f} | {m.brier:.4f} | "
+            f"{m.ece:.4f} |",
+            "",
+            *CEILINGS,
             "",
             "Reliability plot: `plots/reliability.png`.",
             "",

@@ -85,6 +85,7 @@ def _log_run_record(
     feature_service: str,
     validation_days: int,
     build_seconds: float,
+    ceiling_fit_seconds: float | None,
 ) -> None:
     """Inside an active run: parameters, metrics, reliability plot and both datasets."""
     chosen, metrics = candidates.chosen, evaluation.metrics
@@ -97,10 +98,16 @@ def _log_run_record(
             **{f"model.{k}": v for k, v in chosen.params.items()},
         }
     )
+    known = {
+        # The ceiling's ratio and fit, when there is one (simulated worlds).
+        "valid_auc_to_ceiling": metrics.auc_to_ceiling,
+        "ceiling_fit_seconds": ceiling_fit_seconds,
+    }
     mlflow.log_metrics(
         {
             **{f"valid_{k}": v for k, v in metrics.model_dump().items() if v is not None},
             "valid_auc_to_oracle": metrics.auc_to_oracle or 0.0,
+            **{k: v for k, v in known.items() if v is not None},
             **{
                 f"candidate_log_loss.{name}": loss
                 for name, loss in candidates.validation_log_losses.items()
@@ -164,6 +171,7 @@ def register_scorer(
     feature_service: str,
     validation_days: int,
     build_seconds: float,
+    ceiling_fit_seconds: float | None,
 ) -> str:
     """The chosen candidate as a new version holding the alias challenger, with its run, tags
     and card; returns the version number."""
@@ -173,7 +181,13 @@ def register_scorer(
         run_name=f"train-{data.as_of:%Y%m%dT%H%M}",
     ) as run:
         _log_run_record(
-            data, candidates, evaluation, feature_service, validation_days, build_seconds
+            data,
+            candidates,
+            evaluation,
+            feature_service,
+            validation_days,
+            build_seconds,
+            ceiling_fit_seconds,
         )
         version = log_scorer(
             candidates.chosen.model,

@@ -44,6 +44,9 @@ if set(PROMPT_EFFECT) != set(RELEASED_PROMPT_VERSIONS):
 # The world's own logging policy: each tip's prompt version uniformly at random, logged as a
 # decision with its propensity, so reports and off-policy evaluation run on simulated data.
 WORLD_EXPERIMENT = "world-uniform"
+PROMPT_PROPENSITY: dict[str, float] = {
+    version: 1 / len(RELEASED_PROMPT_VERSIONS) for version in RELEASED_PROMPT_VERSIONS
+}
 
 
 _TITLES = (
@@ -104,6 +107,38 @@ def p_accept(
     elif category == "review":
         logit += 0.3 if open_tasks >= 6 else -0.2
     return 1.0 / (1.0 + math.exp(-logit))
+
+
+def observable_p_accept(oracle_p: np.ndarray, prompt_version: np.ndarray) -> np.ndarray:
+    """The true accept probability of impressions with what no scorer can know at /score time
+    averaged out: the observable ceiling, row for row.
+
+    Marginalized: the prompt version. It is drawn after the tip is scored, independently of
+    everything else, with PROMPT_PROPENSITY, and enters `p_accept`'s logit as the additive
+    PROMPT_EFFECT. So the probability given everything else is the oracle `p` with the drawn
+    version's effect taken out of its logit, averaged over the versions:
+    sum over v of PROMPT_PROPENSITY[v] * sigmoid(logit(p) - effect[drawn] + effect[v]);
+    the same whichever version was drawn.
+
+    Kept as the oracle has them, because they are knowable at /score time:
+    - the candidate's category, and the open, overdue and due-today task counts: the request;
+    - the local time to the minute: the request's timestamp and timezone (the scorer's
+      features keep the hour only, a choice of theirs, not a limit);
+    - the tips shown in the 7 days before the request: the service's own impression log (the
+      feature counts them as of the last UTC midnight, again a choice of freshness);
+    - the user's traits (base logit, category receptivity, preferred hour): latent, but fixed
+      per user, so enough history reveals them. The ceiling is that of a scorer that knows
+      them; with a few weeks of history, and for new users most of all, no scorer does. The
+      ceiling model (flows/modeling/ceiling.py) measures how close the scorer's learner gets
+      when given them.
+    """
+    p = np.clip(np.asarray(oracle_p, dtype=np.float64), 1e-15, 1 - 1e-15)
+    drawn = np.array([PROMPT_EFFECT[str(v)] for v in np.asarray(prompt_version)], dtype=float)
+    rest = np.log(p) - np.log1p(-p) - drawn
+    marginal = np.zeros_like(rest)
+    for version, share in PROMPT_PROPENSITY.items():
+        marginal += share / (1.0 + np.exp(-(rest + PROMPT_EFFECT[version])))
+    return marginal
 
 
 @dataclass
@@ -219,7 +254,7 @@ class _UserSim:
         shown_7d = sum(at - timedelta(days=7) <= s < at for s in self.shown)
         self.shown.append(at)
         category = str(self.pick(TIP_CATEGORIES))
-        prompt_version = str(self.pick(RELEASED_PROMPT_VERSIONS))
+        prompt_version = str(self.pick(RELEASED_PROMPT_VERSIONS))  # PROMPT_PROPENSITY: uniform
         p = p_accept(
             self.user,
             category,
@@ -277,7 +312,7 @@ class _UserSim:
             tip_id=impression.tip_id,
             experiment=WORLD_EXPERIMENT,
             arm=prompt_version,
-            propensity=1 / len(RELEASED_PROMPT_VERSIONS),
+            propensity=PROMPT_PROPENSITY[prompt_version],
             policy="weighted",
             policy_version=f"{WORLD_EXPERIMENT}:weighted:r0",
             # The world models neither LLM latency nor LLM failures.

@@ -29,7 +29,15 @@ def card(decisions: int) -> ModelCard:
         train_rows=10_000,
         train_positives=1_200,
         metrics=Metrics(
-            rows=3000, positives=360, auc=0.72, log_loss=0.35, brier=0.1, ece=0.01, oracle_auc=0.76
+            rows=3000,
+            positives=360,
+            auc=0.72,
+            log_loss=0.35,
+            brier=0.1,
+            ece=0.01,
+            oracle_auc=0.76,
+            ceiling_auc=0.75,
+            ceiling_model_auc=0.74,
         ),
         fairness=[
             SliceRow(
@@ -67,6 +75,15 @@ def test_markdown_holds_every_section_and_every_input():
     assert all(f"| {doc.name} |" in text for doc in feature_docs())
     assert "| persona | parent | 800 | 0.700 | 0.120 | 0.150 | 0.030 |" in text
     assert card(2).version == "3"
+    # Model, observable ceiling, oracle, each ratio, and the ceiling model.
+    assert "| 0.7200 | 0.7500 | 0.9600 | 0.7600 | 0.9474 | 0.7400 | 0.3500 |" in text
+
+
+def test_without_a_simulated_world_the_ceilings_are_dashes():
+    unknown = {"oracle_auc": None, "ceiling_auc": None, "ceiling_model_auc": None}
+    bare = card(1).model_copy(update={"metrics": card(1).metrics.model_copy(update=unknown)})
+    assert "| 0.7200 | - | - | - | - | - | 0.3500 |" in bare.to_markdown()
+    assert "observable ceiling AUC unknown" in bare.summary()
 
 
 def test_description_fits_the_registry_and_keeps_the_latest_decisions():
@@ -74,4 +91,8 @@ def test_description_fits_the_registry_and_keeps_the_latest_decisions():
     text = long.description()
     assert len(text) <= DESCRIPTION_LIMIT
     assert "decision 59" in text and "decision 0 " not in text
-    assert "model_card.md" in text and "AUC 0.720 / oracle 0.760" in text
+    assert "model_card.md" in text
+    assert (
+        "AUC 0.7200 | observable ceiling AUC 0.7500 (AUC/ceiling 0.960) | oracle AUC 0.7600 "
+        "(AUC/oracle 0.947) | ceiling model AUC 0.7400"
+    ) in text

@@ -62,6 +62,10 @@ def test_train_promote_then_a_reasoned_second_decision(world):
 
     card = read_card(client, challenger)
     assert card.metrics.oracle_auc and card.metrics.auc_to_oracle > 0.8
+    # A simulated world: both ceilings are known, and the model does not beat the ceiling model.
+    assert card.metrics.ceiling_auc and card.metrics.ceiling_model_auc
+    assert card.metrics.auc <= card.metrics.ceiling_model_auc
+    assert report.ceiling_fit_seconds is not None
     assert {s.slice for s in card.fairness} == {"persona", "timezone_region", "tenure"}
     assert [d.action for d in card.rollout_history] == ["registered"]
     artifacts = {a.path for a in client.list_artifacts(challenger.run_id)}
@@ -69,6 +73,10 @@ def test_train_promote_then_a_reasoned_second_decision(world):
     run = client.get_run(challenger.run_id)
     assert {i.tags[0].value for i in run.inputs.dataset_inputs} == {"training", "validation"}
     assert run.data.metrics["valid_auc_to_oracle"] == pytest.approx(card.metrics.auc_to_oracle)
+    assert run.data.metrics["valid_auc_to_ceiling"] == pytest.approx(card.metrics.auc_to_ceiling)
+    assert run.data.metrics["valid_ceiling_model_auc"] == pytest.approx(
+        card.metrics.ceiling_model_auc
+    )
 
     first = promote(world)
     assert first.outcome == "promoted" and "first champion" in first.reason
