@@ -22,7 +22,6 @@ from feature_repo.freshness import FallbackReason, fallback_profile, resolve_pro
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from service.api.request import RequestContext
 from service.circuit import STARTUP_BUDGET_S, Breaker, DependencyFailed
-from service.scoring.feature_service_read import FeatureServiceRead
 
 if TYPE_CHECKING:  # the reader is handed a store; FeatureRead's users need no Feast
     from feast import FeatureStore
@@ -63,6 +62,8 @@ class OnlineFeatureReader:
         cooldown: float = 5.0,
         budget: float | None = None,
     ) -> None:
+        from service.scoring.feature_service_read import FeatureServiceRead  # imports Feast
+
         self.feature_service = store.get_feature_service(feature_service_name)
         self.rows = FeatureServiceRead(store, self.feature_service)
         self.budget = budget
