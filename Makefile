@@ -34,6 +34,7 @@ perf: $(STAMP)
 	$(BIN)/python -m perf.ingest
 	$(BIN)/python -m perf.events
 	$(BIN)/python -m perf.scale
+	$(BIN)/python -m perf.scorer_quality
 
 clean:
 	rm -rf $(VENV) feature_repo/data
