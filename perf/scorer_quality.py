@@ -66,7 +66,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -84,12 +84,13 @@ from flows.modeling.evaluation import Metrics, evaluate
 from flows.modeling.scorer_models import CANDIDATES, fit_candidates
 from flows.modeling.training_set import TrainingSet, split_training_set, validation_start
 from flows.training import TrainParams
-from perf.events import AS_OF as END
-from perf.events import midnight
 from service.scoring.model_inputs import CATEGORY_COLUMNS, MODEL_FEATURES
 
 REPO = Path(__file__).resolve().parents[1]
-AS_OF = midnight(END) + timedelta(hours=2)
+END = date(2026, 11, 20)  # the first UTC day after each world, as SimulateParams.end
+# Training and features as of two hours into END: every impression's attribution window (one
+# hour) has closed, and the split's 7 validation days are the world's last 7.
+AS_OF = datetime(END.year, END.month, END.day, 2, tzinfo=UTC)
 GOAL_TO_CEILING = 0.98  # issue 16: AUC / observable ceiling
 GBM = "hist_gradient_boosting"  # the current GBM's settings: CANDIDATES[GBM]
 
@@ -99,9 +100,9 @@ INNER_DAYS = 7  # the last training days, held out to choose the setting and the
 MAX_TREES = 600
 PATIENCE = 20  # trees without a better held-out log loss before a fit stops
 # Each fit stops early, so a setting costs its trees to the best held-out loss plus PATIENCE.
-# "default" is sized for the default world's ~30k training rows (~1 min a seed on 2 idle
-# cores); "quick" for a 5,000-user world, whose fits cost ~10x; "wide" to check that the
-# default's choice is not at an edge of its grid (~5x the default's time).
+# "default" is sized for the default world's ~30k training rows (~1 min a seed on 2 quiet
+# cores); "quick" for a 5,000-user world (10x the rows; not measured yet); "wide" to check a
+# choice at an edge of the default grid (~4 min a seed).
 GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
     "default": {
         "learning_rate": (0.05, 0.1),
