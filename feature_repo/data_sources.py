@@ -1,4 +1,5 @@
-"""Data sources: the batch table of daily user profiles and the request-time context."""
+"""Data sources: the batch tables of daily user profiles and cohorts, and the request-time
+context."""
 
 from feast import FileSource, RequestSource
 from feast.data_format import ParquetFormat
@@ -11,12 +12,31 @@ from feast.types import String
 PROFILE_TABLE_DIR = "data/offline/user_profile"
 PROFILE_TABLE_GLOB = f"{PROFILE_TABLE_DIR}/*/*.parquet"
 
-profile_source = FileSource(
-    name="user_profile_daily",
-    path=PROFILE_TABLE_GLOB,
-    file_format=ParquetFormat(),
-    timestamp_field="event_timestamp",
-    description="Daily user profiles computed from the event log, as of each UTC midnight.",
+# Per as-of day one Parquet file of every time zone's row, written by the `features` flow once
+# all user shards have counted their tips.
+COHORT_TABLE_DIR = "data/offline/cohort_profile"
+COHORT_TABLE_GLOB = f"{COHORT_TABLE_DIR}/*.parquet"
+
+
+def _daily_table(name: str, glob: str, description: str) -> FileSource:
+    return FileSource(
+        name=name,
+        path=glob,
+        file_format=ParquetFormat(),
+        timestamp_field="event_timestamp",
+        description=description,
+    )
+
+
+profile_source = _daily_table(
+    "user_profile_daily",
+    PROFILE_TABLE_GLOB,
+    "Daily user profiles computed from the event log, as of each UTC midnight.",
+)
+cohort_source = _daily_table(
+    "cohort_profile_daily",
+    COHORT_TABLE_GLOB,
+    "Daily 28-day tip counts per time zone, as of each UTC midnight.",
 )
 
 # The recommender sends these with every request; training reads them from the context

@@ -1,15 +1,16 @@
-"""The feature views, generated from the tables: `user_profile` from PROFILE_FEATURES and the
-on-demand `request_context_view` that runs `request_context_features` (whose Feast name it
-keeps) over the request context."""
+"""The feature views, generated from the tables: `user_profile` from PROFILE_FEATURES,
+`cohort_profile` from COHORT_FEATURES, and the on-demand `request_context_view` that runs
+`request_context_features` (whose Feast name it keeps) over the request context."""
 
-from feast import FeatureView
+from feast import Entity, FeatureView, FileSource
 from feast.field import Field
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, UnixTimestamp
 
+from feature_repo.cohort_features import COHORT_AS_OF, COHORT_FEATURES
 from feature_repo.context_features import CONTEXT_FEATURES, request_context_features
-from feature_repo.data_sources import profile_source, request_context
-from feature_repo.entities import user
+from feature_repo.data_sources import cohort_source, profile_source, request_context
+from feature_repo.entities import cohort, user
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES, ProfileFeature
 
 FEAST_DTYPES = {"int64": Int64, "float64": Float64}
@@ -28,21 +29,49 @@ def feature_field(feature: ProfileFeature) -> Field:
     )
 
 
-user_profile = FeatureView(
-    name="user_profile",
-    entities=[user],
-    ttl=max(f.ttl for f in PROFILE_FEATURES),
-    schema=[
-        *(feature_field(f) for f in PROFILE_FEATURES),
-        Field(
-            name=PROFILE_AS_OF,
-            dtype=UnixTimestamp,
-            description="When the row's features were computed (end of the UTC day).",
-        ),
-    ],
-    source=profile_source,
-    online=True,
-    description="Daily user profile over rolling windows; per-feature TTL in field tags.",
+def daily_table_view(
+    name: str,
+    entity: Entity,
+    features: tuple[ProfileFeature, ...],
+    as_of: str,
+    source: FileSource,
+    description: str,
+) -> FeatureView:
+    """A view of a daily table: its features, and the time each row was computed (`as_of`,
+    carried so that both read paths can apply each feature's own TTL)."""
+    return FeatureView(
+        name=name,
+        entities=[entity],
+        ttl=max(f.ttl for f in features),
+        schema=[
+            *(feature_field(f) for f in features),
+            Field(
+                name=as_of,
+                dtype=UnixTimestamp,
+                description="When the row's values were computed (end of the UTC day).",
+            ),
+        ],
+        source=source,
+        online=True,
+        description=description,
+    )
+
+
+user_profile = daily_table_view(
+    "user_profile",
+    user,
+    PROFILE_FEATURES,
+    PROFILE_AS_OF,
+    profile_source,
+    "Daily user profile over rolling windows; per-feature TTL in field tags.",
+)
+cohort_profile = daily_table_view(
+    "cohort_profile",
+    cohort,
+    COHORT_FEATURES,
+    COHORT_AS_OF,
+    cohort_source,
+    "Daily 28-day tip counts of the users of one time zone.",
 )
 
 request_context_view = on_demand_feature_view(

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from feature_repo.categories import TIP_CATEGORIES
+from feature_repo.cohort_features import COHORT_KEY
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 
 DAY = pd.Timedelta(days=1)
@@ -52,6 +53,12 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
     *HOUR_COLUMNS,
 )
 _K = {name: k for k, name in enumerate(AGGREGATE_COLUMNS)}
+# What a time zone's users' tips add up to per day: the cohorts' counts.
+COHORT_COUNT_COLUMNS: tuple[str, ...] = (
+    "shown",
+    "accepted",
+    *(f"{kind}_{c}" for c in TIP_CATEGORIES for kind in ("shown", "accepted")),
+)
 _HOURS = slice(_K[HOUR_COLUMNS[0]], _K[HOUR_COLUMNS[-1]] + 1)
 USER_STATE_COLUMNS = ("user_id", "first_seen", "created", "completed", "overdue", "streak")
 OPEN_TASK_COLUMNS = ("user_id", "task_id", "created", "due", "timezone")
@@ -132,12 +139,25 @@ class ProfileStart:
 @dataclass(frozen=True)
 class ProfileRun:
     """A run's output: the profile rows, the aggregates of the event days it counted (a day
-    without a row had no event), and the state at each as-of day it was asked to keep."""
+    without a row had no event), the same days' tip counts of its users by time zone (the
+    cohorts' share of this run's users: feature_repo/cohort_transforms.py sums the shares),
+    and the state at each as-of day it was asked to keep."""
 
     profiles: pd.DataFrame
     aggregates: pd.DataFrame
+    cohort_aggregates: pd.DataFrame
     event_days: list[date]
     states: dict[date, ProfileState]
+
+
+def empty_cohort_aggregates() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            COHORT_KEY: pd.Series(dtype=object),
+            "day": pd.Series(dtype=object),
+            **{c: pd.Series(dtype=np.int32) for c in COHORT_COUNT_COLUMNS},
+        }
+    )
 
 
 def empty_aggregates() -> pd.DataFrame:
@@ -207,14 +227,14 @@ class _Counter:
         width = len(AGGREGATE_COLUMNS)
         self.flat.append((user_idx[keep] * self.days + days[keep]) * width + k[keep])
 
-    def add_by_category(self, name: str, tips: pd.DataFrame, days: np.ndarray) -> None:
-        """Count tips in `name` and in `name`_<their category>."""
-        self.add(name, tips["user_id"], days)
+    def add_by_category(
+        self, name: str, tips: pd.DataFrame, days: np.ndarray, key: str = "user_id"
+    ) -> None:
+        """Count tips in `name` and in `name`_<their category>, by their `key` column."""
+        self.add(name, tips[key], days)
         categories = tips["category"].to_numpy()
         for category in TIP_CATEGORIES:
-            self.add(
-                f"{name}_{category}", tips["user_id"], np.where(categories == category, days, -1)
-            )
+            self.add(f"{name}_{category}", tips[key], np.where(categories == category, days, -1))
 
     def counts(self) -> np.ndarray:
         size = len(self.users) * self.days * len(AGGREGATE_COLUMNS)
@@ -260,11 +280,15 @@ def _count_tasks(counter: _Counter, tasks: pd.DataFrame) -> None:
     counter.add(_K[HOUR_COLUMNS[0]] + hours, users[done], done_day[done])
 
 
-def _count_tips(counter: _Counter, impressions: pd.DataFrame, feedback: pd.DataFrame) -> None:
+def _count_tips(
+    counter: _Counter, impressions: pd.DataFrame, feedback: pd.DataFrame, key: str = "user_id"
+) -> None:
     """Tips shown by impression time, reactions by feedback time, joined on (user_id, tip_id)
     within REACTION_HORIZON: a reaction answers its own user's tip, so feedback naming another
-    user's tip changes no one's profile."""
-    counter.add_by_category("shown", impressions, counter.day_index(impressions["timestamp"]))
+    user's tip changes no one's profile. Counted by the impression's `key`: its user, or its
+    time zone for the cohorts."""
+    days = counter.day_index(impressions["timestamp"])
+    counter.add_by_category("shown", impressions, days, key)
 
     lookup = impressions[["user_id", "tip_id", "timestamp", "category", "timezone"]].rename(
         columns={"timestamp": "shown_at"}
@@ -273,12 +297,12 @@ def _count_tips(counter: _Counter, impressions: pd.DataFrame, feedback: pd.DataF
     delay = reacted["timestamp"] - reacted["shown_at"]
     reacted = reacted[(delay >= pd.Timedelta(0)) & (delay <= REACTION_HORIZON)]
     explicit = reacted[reacted["reaction"] != "ignored"]
-    counter.add("reacted", explicit["user_id"], counter.day_index(explicit["timestamp"]))
+    counter.add("reacted", explicit[key], counter.day_index(explicit["timestamp"]))
     accepted = reacted[reacted["reaction"] == "accepted"]
     accepted_day = counter.day_index(accepted["timestamp"])
-    counter.add_by_category("accepted", accepted, accepted_day)
+    counter.add_by_category("accepted", accepted, accepted_day, key)
     hours = _local_hours(accepted["timestamp"], accepted["timezone"])
-    counter.add(_K[HOUR_COLUMNS[0]] + hours, accepted["user_id"], accepted_day)
+    counter.add(_K[HOUR_COLUMNS[0]] + hours, accepted[key], accepted_day)
 
 
 def _dense_history(history: pd.DataFrame, users: pd.Index, origin: date) -> np.ndarray:
@@ -328,7 +352,9 @@ def run_profiles(
     columns = ["user_id", TIMESTAMP, PROFILE_AS_OF, *(f.name for f in PROFILE_FEATURES)]
     first_event = events.first_day()
     if not days:
-        return ProfileRun(pd.DataFrame(columns=columns), empty_aggregates(), [], {})
+        return ProfileRun(
+            pd.DataFrame(columns=columns), empty_aggregates(), empty_cohort_aggregates(), [], {}
+        )
     start = start or ProfileStart(ProfileState.empty(min(first_event or days[0], days[0])))
     state = start.state
     if days[0] < state.as_of:
@@ -371,6 +397,8 @@ def run_profiles(
     _count_tasks(counter, all_tasks)
     _count_tips(counter, lookup, feedback)
     run_counts = counter.counts()
+    zones = _Counter(pd.Index(lookup["timezone"].unique()), t0, counter.days)
+    _count_tips(zones, lookup, feedback, key="timezone")
 
     counts = np.concatenate(
         [
@@ -474,6 +502,9 @@ def run_profiles(
     return ProfileRun(
         profiles=frame.sort_values([TIMESTAMP, "user_id"], ignore_index=True),
         aggregates=_sparse_aggregates(run_counts, users, state.as_of),
+        cohort_aggregates=_sparse_aggregates(zones.counts(), zones.users, state.as_of)
+        .rename(columns={"user_id": COHORT_KEY})
+        .loc[:, [COHORT_KEY, "day", *COHORT_COUNT_COLUMNS]],
         event_days=[state.as_of + timedelta(days=k) for k in range(counter.days)],
         states=states,
     )

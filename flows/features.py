@@ -7,7 +7,9 @@ are idempotent; `full` recomputes every day from all events.
 
 Users split into `shards` (flows/shards.py), each a task that computes its users' profiles
 and writes their latest rows online; the materialized interval is recorded once every shard
-is written, so a failed shard leaves the next run to write it again.
+is written, so a failed shard leaves the next run to write it again. Then the shards' tip
+counts by time zone are summed into the cohort rows of the days computed, and each cohort's
+latest row goes online (flows/featurestore/cohort_table.py).
 """
 
 from datetime import UTC, datetime, timedelta
@@ -17,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from feature_repo.bounds import UtcDatetime
+from flows.featurestore.cohort_table import materialize_cohorts, update_cohorts
 from flows.featurestore.materialize import (
     MaterializeReport,
     MaterializeWindow,
@@ -55,6 +58,8 @@ class FeaturesParams(BaseModel):
 class FeaturesReport(BaseModel):
     profiles: ProfileUpdate
     materialized: MaterializeReport
+    cohort_rows: int
+    cohorts_online: int
 
 
 class ShardReport(BaseModel):
@@ -91,6 +96,16 @@ def shard_features(
 
 
 @task(cache_policy=NO_CACHE)
+def cohort_features(
+    settings: Settings, params: FeaturesParams, update: ProfileUpdate, window: MaterializeWindow
+) -> tuple[int, int]:
+    """The cohort rows of the days the shards computed, and each cohort's latest row online."""
+    rows = update_cohorts(settings, update.days_computed, Shard.all(params.shards))
+    online = materialize_cohorts(open_store(settings), settings, window.start, window.end)
+    return rows, online
+
+
+@task(cache_policy=NO_CACHE)
 def close_online(settings: Settings, params: FeaturesParams, window: MaterializeWindow) -> None:
     """Once every shard is written: retire another shard count's files, record the interval."""
     retire_other_counts(settings, params.shards)
@@ -116,8 +131,9 @@ def features(
         as_of=as_of,
         window=window,
     )
-    close_online(settings, params, window)
     update = ProfileUpdate.combined([s.profiles for s in shards])
+    cohort_rows, cohorts_online = cohort_features(settings, params, update, window)
+    close_online(settings, params, window)
     online = MaterializeReport(
         start=window.start,
         end=window.end,
@@ -125,16 +141,20 @@ def features(
         chunks=sum(s.materialized.chunks for s in shards),
     )
     logger.info(
-        "%s run (%s): %d as-of days from %d events; %d users online (window %s .. %s)",
+        "%s run (%s): %d as-of days from %d events; %d users and %d cohorts online "
+        "(window %s .. %s)",
         update.mode,
         update.reason,
         len(update.days_computed),
         update.events_read,
         online.users,
+        cohorts_online,
         window.start.isoformat(),
         window.end.isoformat(),
     )
-    return FeaturesReport(profiles=update, materialized=online)
+    return FeaturesReport(
+        profiles=update, materialized=online, cohort_rows=cohort_rows, cohorts_online=cohorts_online
+    )
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, model_validator
 
 from feature_repo.bounds import UtcDatetime
+from feature_repo.scorer_versions import SCORER_VERSIONS
 from flows.modeling.ceiling import CeilingModel, fit_ceiling_model
 from flows.modeling.evaluation import Evaluation, Metrics, evaluate_scorer
 from flows.modeling.registration import register_scorer
@@ -70,7 +71,8 @@ class TrainReport(BaseModel):
 
 @task(cache_policy=NO_CACHE)
 def split(rows: pd.DataFrame, params: TrainParams, as_of: datetime) -> TrainingSet:
-    return split_training_set(rows, as_of, params.validation_days, params.min_rows)
+    columns = SCORER_VERSIONS[params.feature_service].columns
+    return split_training_set(rows, as_of, params.validation_days, params.min_rows, columns)
 
 
 @task(cache_policy=NO_CACHE)
@@ -92,7 +94,7 @@ def evaluate(
     world_users: pd.DataFrame | None,
     ceiling_model: CeilingModel | None,
 ) -> Evaluation:
-    return evaluate_scorer(chosen.model, data.valid, world_users, ceiling_model)
+    return evaluate_scorer(chosen.model, data.valid, data.columns, world_users, ceiling_model)
 
 
 @task(cache_policy=NO_CACHE)

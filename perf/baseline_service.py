@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 import bentoml
 import numpy as np
 
+from feature_repo.cohort_features import COHORT_AS_OF, COHORT_FEATURES, COHORT_KEY
 from feature_repo.context_features import CONTEXT_FEATURES
-from feature_repo.freshness import resolve_profiles
+from feature_repo.freshness import resolve_cohorts, resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from service.api.request import Id, RequestContext
 from service.api.schemas import (
@@ -59,12 +60,19 @@ class BaselineService:
         request = context.feast_request_data()
         read = self.store.get_online_features(
             features=self.feature_service,
-            entity_rows=[{"user_id": user_id, **request} for _ in range(rows)],
+            entity_rows=[
+                {"user_id": user_id, COHORT_KEY: context.timezone, **request} for _ in range(rows)
+            ],
         ).to_dict()
         now = datetime.now(UTC)
         profile, reasons = resolve_profiles(
             {f.name: read[f.name] for f in PROFILE_FEATURES}, read[PROFILE_AS_OF], [now] * rows
         )
+        if COHORT_AS_OF in read:
+            cohort, cohort_reasons = resolve_cohorts(
+                {f.name: read[f.name] for f in COHORT_FEATURES}, read[COHORT_AS_OF], [now] * rows
+            )
+            profile, reasons = {**profile, **cohort}, {**reasons, **cohort_reasons}
         # The contract's rule: the recommender's values fill in only where the store had none.
         supplied = profile_features.model_dump(exclude_none=True) if profile_features else {}
         for name, value in supplied.items():
@@ -75,7 +83,7 @@ class BaselineService:
             f.name: np.asarray(read[f.name], dtype=np.int64) for f in CONTEXT_FEATURES
         }
         categories = np.asarray([c.category for c in candidates])
-        frame = model_frame(profile, context_values, categories)
+        frame = model_frame(self.champion.columns, profile, context_values, categories)
         scores = self.champion.model.predict_proba(frame)[:, 1]
         order = np.argsort(-scores, kind="stable")
         return ScoreResponse(

@@ -91,7 +91,7 @@ import psutil
 
 from feature_repo.categories import TIP_CATEGORIES
 from flows.featurestore.offline_table import partition_days, read_range
-from service.scoring.model_names import CHAMPION, MODEL_NAME
+from service.scoring.model_names import CHAMPION, FEATURE_SERVICE_TAG, MODEL_NAME
 from service.scoring.model_registry import version_by_alias
 from service.settings import ENV_VARS, Settings
 from service.tracking import registry_client
@@ -109,6 +109,8 @@ SERVICES = {
 # The /score before issue 15's CPU work: "today's code" in that issue's goal. Moved forward
 # only when a later issue sets a new bar (and states its goal against the new commit).
 REFERENCE_COMMIT = "76f97bf00632041e697fe68cbf2b99d45a265f81"
+# The one FeatureService the reference builds model rows for.
+REFERENCE_FEATURE_SERVICE = "tip_scorer_v1"
 HOST = "127.0.0.1"
 
 CANDIDATES_PER_CATEGORY = 5  # 4 categories -> 20 candidates per request
@@ -191,8 +193,9 @@ class SetupError(RuntimeError):
     """The home cannot be benchmarked, and what to do about it."""
 
 
-def check_home(settings: Settings) -> str:
-    """The champion's version, or SetupError telling the user how to get one."""
+def check_home(settings: Settings) -> tuple[str, str]:
+    """The champion's version and FeatureService, or SetupError telling the user how to get
+    one."""
     fix = "run `make demo` (or `tipml train && tipml promote`) first"
     registry = settings.data_dir / "registry.db"
     if not registry.is_file():
@@ -205,7 +208,7 @@ def check_home(settings: Settings) -> str:
     version = version_by_alias(registry_client(settings), CHAMPION)
     if version is None:
         raise SetupError(f"no {MODEL_NAME}@{CHAMPION} in the MLflow registry at {uri}; {fix}")
-    return str(version.version)
+    return str(version.version), version.tags.get(FEATURE_SERVICE_TAG, "")
 
 
 def home_users(settings: Settings) -> list[str]:
@@ -902,12 +905,21 @@ def run_services(
     root: Path,
     score_requests: Sequence[bytes],
     sample: tuple[Sequence[bytes], Sequence[dict[str, Any]]],
+    champion_service: str,
 ) -> tuple[dict[str, list[Level]], dict[str, str], list[str]]:
     """Each service's levels, why a service was skipped, and the sample problems found."""
     skipped: dict[str, str] = {}
     reference = None
     if args.skip_reference:
         skipped["reference"] = "--skip-reference"
+    elif champion_service != REFERENCE_FEATURE_SERVICE:
+        # The reference builds v1's rows only: another version's model cannot run there.
+        skipped["reference"] = (
+            f"the champion reads {champion_service}, the reference serves "
+            f"{REFERENCE_FEATURE_SERVICE} only (`tipml train --feature-service "
+            f"{REFERENCE_FEATURE_SERVICE} && tipml promote` gives it one)"
+        )
+        print(f"reference: not measured ({skipped['reference']})")
     else:
         try:  # before any load: a reference that cannot run is known in seconds
             reference = prepare_reference(env, root)
@@ -987,7 +999,7 @@ def main() -> int:
     if args.home is not None:
         settings = settings.model_copy(update={"home": args.home.resolve()})
     try:
-        champion = check_home(settings)
+        champion, champion_service = check_home(settings)
         users = home_users(settings)
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -1021,7 +1033,9 @@ def main() -> int:
     gc.collect()
     gc.freeze()  # the client's start-up objects stay out of its collections
     try:
-        runs, skipped, problems = run_services(args, env, root, score_requests, sample)
+        runs, skipped, problems = run_services(
+            args, env, root, score_requests, sample, champion_service
+        )
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

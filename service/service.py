@@ -209,6 +209,15 @@ class TipService:
         except ModelRejected as exc:
             log.warning("no shadow scoring: %s", exc)
             return None
+        if challenger.feature_service != self.champion.feature_service:
+            # The shadow scores the champion's rows; another version's would need a read of
+            # its own FeatureService on every request.
+            log.warning(
+                "no shadow scoring: the challenger reads %s, the champion %s",
+                challenger.feature_service,
+                self.champion.feature_service,
+            )
+            return None
         return ShadowScorer(challenger, self.champion.version, settings.shadow_dir)
 
     @bentoml.on_startup
@@ -223,7 +232,9 @@ class TipService:
         self.sink.start()
         context = RequestContext(timestamp=datetime.now(UTC), timezone="UTC")
         read = self.reader.warm_up(context, now=context.timestamp)
-        self.champion.accept_probability(candidate_rows(read.profile, read.context, ["focus"]))
+        self.champion.accept_probability(
+            candidate_rows(self.champion.columns, read.profile, read.context, ["focus"])
+        )
         for experiment in self.experiments.experiments:
             if experiment.active:
                 self.bandit_states.get(experiment.id, budget=STARTUP_BUDGET_S)
@@ -248,7 +259,9 @@ class TipService:
         merged = merge_profile(read, profile_features)
         for feature in merged.skewed:
             LIVE_SKEW.labels(feature=feature).inc()
-        rows = candidate_rows(merged.values, read.context, [c.category for c in candidates])
+        rows = candidate_rows(
+            self.champion.columns, merged.values, read.context, [c.category for c in candidates]
+        )
         scores = self.champion.accept_probability(rows)
         if self.shadow is not None:
             self.shadow.submit(request_id, user_id, [c.tip_id for c in candidates], rows, scores)

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from feature_repo.categories import TIP_CATEGORIES
+from feature_repo.scorer_versions import LATEST
 from service.scoring.model_names import Alias
 from service.settings import Settings
 from service.tracking import registry_client
@@ -181,6 +182,10 @@ def train(
         float,
         typer.Option(help="Train on this fraction of users, chosen by user hash (0 < f <= 1)."),
     ] = 1.0,
+    feature_service: Annotated[
+        str,
+        typer.Option(help="The scorer version to train (feature_repo/scorer_versions.py)."),
+    ] = LATEST,
 ) -> None:
     """Run the `training` flow: train, evaluate and register tip-scorer@challenger."""
     from flows.modeling.training_set import NotEnoughData
@@ -195,6 +200,7 @@ def train(
         min_rows=min_rows,
         shards=shards,
         user_sample=user_sample,
+        feature_service=feature_service,
     )
     try:
         report = training_flow(params, settings_of(ctx))

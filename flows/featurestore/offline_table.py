@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 import pyarrow as pa
 
-from feature_repo.data_sources import PROFILE_TABLE_DIR
+from feature_repo.data_sources import COHORT_TABLE_DIR, PROFILE_TABLE_DIR
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from feature_repo.profile_transforms import TIMESTAMP
 from feature_repo.user_hash import HashRange
@@ -168,9 +168,9 @@ def files_holding(settings: Settings, users: HashRange) -> list[str]:
 
 @contextlib.contextmanager
 def view(settings: Settings, users: HashRange) -> Iterator[Path]:
-    """A local directory where the FileSource's relative path holds `files_holding(users)`
-    only, removed on exit: hard links beside a table on this disk (nothing copied), a
-    temporary download of a table elsewhere."""
+    """A local directory where the FileSources' relative paths hold `files_holding(users)`
+    only, and the cohort table, removed on exit: hard links beside a table on this disk
+    (nothing copied), a temporary download of a table elsewhere."""
     place = storage(settings)
     if place.local:
         root = Path(place.root) / VIEWS_DIR / uuid.uuid4().hex
@@ -180,6 +180,9 @@ def view(settings: Settings, users: HashRange) -> Iterator[Path]:
         for path in files_holding(settings, users):
             day, name = PurePosixPath(path).parts[-2:]
             place.copy_to(path, root / PROFILE_TABLE_DIR / day / name)
+        # Every cohort file: one per day, a few rows per time zone, read by any user's row.
+        for path in place.list_files(place.path(PurePosixPath(COHORT_TABLE_DIR).name)):
+            place.copy_to(path, root / COHORT_TABLE_DIR / PurePosixPath(path).name)
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)

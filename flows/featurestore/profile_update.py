@@ -6,6 +6,8 @@ features flow keeps per shard what its next daily run starts from
 (`feature_repo/profile_transforms.py` says what each holds):
 
     <offline>/profile_state/<shard>/aggregates/<UTC day>.parquet    per-user counts of a day
+    <offline>/profile_state/<shard>/cohort_aggregates/<UTC day>.parquet   the shard's users'
+                                                              tip counts of a day by time zone
     <offline>/profile_state/<shard>/states/<as-of day>/<written>/users.parquet  a state
                                                               .../open_tasks.parquet
 
@@ -15,8 +17,8 @@ day, reading raw events only from the day before that (for the tip a reaction an
 the WINDOW_DAYS of aggregates before it: its cost is set by the new days, not by the history
 or the longest window. It recomputes everything when asked (`full`), when there is no profile
 yet, or when the state its first day needs is not kept (a larger overlap than the last run
-kept states for, or a home from before the states). A full run replaces every aggregate and
-state; events later than the overlap are picked up by the next full run.
+kept states for, or a home from before the states or the cohort counts). A full run replaces
+every aggregate and state; events later than the overlap are picked up by the next full run.
 
 Every file is visible only whole (service/storage.py). Profiles are written first, then the
 aggregates, then the states: a state is the promise that everything before it is written, so
@@ -35,8 +37,10 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel
 
+from feature_repo.cohort_features import COHORT_KEY
 from feature_repo.profile_transforms import (
     AGGREGATE_COLUMNS,
+    COHORT_COUNT_COLUMNS,
     DAY,
     OPEN_TASK_COLUMNS,
     REACTION_HORIZON,
@@ -45,6 +49,7 @@ from feature_repo.profile_transforms import (
     ProfileStart,
     ProfileState,
     empty_aggregates,
+    empty_cohort_aggregates,
     run_profiles,
 )
 from flows.featurestore.event_frames import load_event_frames
@@ -63,6 +68,13 @@ AGGREGATES_SCHEMA = pa.schema(
         pa.field("user_id", pa.string()),
         pa.field("day", pa.date32()),
         *(pa.field(c, pa.int32()) for c in AGGREGATE_COLUMNS),
+    ]
+)
+COHORT_AGGREGATES_SCHEMA = pa.schema(
+    [
+        pa.field(COHORT_KEY, pa.string()),
+        pa.field("day", pa.date32()),
+        *(pa.field(c, pa.int32()) for c in COHORT_COUNT_COLUMNS),
     ]
 )
 USERS_SCHEMA = pa.schema(
@@ -120,6 +132,43 @@ def write_aggregates(
             place.write_table(path, table.filter(pa.array(rows)))
         elif place.exists(path):
             place.delete([path])
+
+
+def write_cohort_aggregates(
+    settings: Settings, counts: pd.DataFrame, days: list[date], shard: Shard = WHOLE
+) -> None:
+    """Replace the cohort counts of each of `days`: a file for every day, empty when the day
+    had no tip, so that a missing file means "never counted" (a home from before them)."""
+    place, root = state_root(settings, shard)
+    table = pa.Table.from_pandas(counts, schema=COHORT_AGGREGATES_SCHEMA, preserve_index=False)
+    by_day = counts["day"].to_numpy()
+    for day in days:
+        rows = pa.array(by_day == day, type=pa.bool_())
+        place.write_table(f"{root}/cohort_aggregates/{day.isoformat()}.parquet", table.filter(rows))
+
+
+def read_cohort_aggregates(
+    settings: Settings, start: date, end: date, shards: list[Shard]
+) -> pd.DataFrame:
+    """The cohort counts of days [start, end) of every one of `shards`."""
+    tables = []
+    for shard in shards:
+        place, root = state_root(settings, shard)
+        kept = set(place.list_files(f"{root}/cohort_aggregates"))
+        for i in range((end - start).days):
+            path = f"{root}/cohort_aggregates/{(start + timedelta(days=i)).isoformat()}.parquet"
+            if path in kept:
+                tables.append(place.read_table(path, schema=COHORT_AGGREGATES_SCHEMA))
+    if not tables:
+        return empty_cohort_aggregates()
+    return pa.concat_tables(tables).to_pandas()
+
+
+def _counted_cohorts(place: Storage, root: str) -> bool:
+    """Whether the shard's kept counts include the cohorts' (a home from before them does not)."""
+    return not place.list_files(f"{root}/aggregates") or bool(
+        place.list_files(f"{root}/cohort_aggregates")
+    )
 
 
 def read_aggregates(
@@ -213,6 +262,8 @@ def update_profiles(
         state = read_state(settings, first, shard)
         if state is None:
             reason = f"no kept state at {first}"
+        elif not _counted_cohorts(*state_root(settings, shard)):
+            reason = "no cohort counts kept (a home from before them)"
         else:
             history = read_aggregates(settings, first - timedelta(days=WINDOW_DAYS), first, shard)
             start = ProfileStart(state, history)
@@ -243,6 +294,7 @@ def update_profiles(
         place, root = state_root(settings, shard)
         place.delete_dir(root)
     write_aggregates(settings, run.aggregates, run.event_days, shard)
+    write_cohort_aggregates(settings, run.cohort_aggregates, run.event_days, shard)
     for state in run.states.values():
         write_state(settings, state, shard)
     _drop_states(settings, set(keep), shard)

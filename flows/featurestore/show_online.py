@@ -7,7 +7,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from feature_repo.bounds import UtcDatetime
-from feature_repo.feature_services import tip_scorer_v1
+from feature_repo.scorer_versions import LATEST
 from service.api.request import Id, RequestContext
 from service.events.lake import EventLake, open_lake
 from service.scoring.feature_store import open_store
@@ -41,7 +41,7 @@ def latest_contexts(lake: EventLake, user_ids: set[str]) -> dict[str, RequestCon
 def read_online(settings: Settings, params: OnlineShowParams) -> dict[str, FeatureRead]:
     at = params.at or datetime.now(UTC)
     contexts = latest_contexts(open_lake(settings), set(params.user_ids))
-    reader = OnlineFeatureReader(open_store(settings), tip_scorer_v1.name)
+    reader = OnlineFeatureReader(open_store(settings), LATEST)
     reads = {}
     for user_id in params.user_ids:
         logged = contexts.get(user_id)

@@ -27,18 +27,19 @@ from sklearn.base import BaseEstimator
 
 from feature_repo.candidate_features import candidate_features
 from feature_repo.categories import TIP_CATEGORIES
+from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.profile_features import PROFILE_FEATURES
 from flows.modeling.training_set import TrainingSet
 from flows.simulation.world import observable_p_accept
-from service.scoring.model_inputs import MODEL_FEATURES
 
-# The scorer's inputs computed from its estimate of the preferred hour: the ceiling model has
-# them, and preferred_hour itself, from the user's true preferred hour instead.
-FROM_PREFERRED_HOUR = ("hour_gap", "in_preferred_window")
 # Inputs the ceiling model has beside the scorer's: the user's true base acceptance logit and
 # true receptivity to the candidate's category (what the accept-rate features estimate).
 TRUE_TRAITS = ("true_base_logit", "true_receptivity")
-CEILING_MODEL_INPUTS: tuple[str, ...] = (*MODEL_FEATURES, *TRUE_TRAITS)
+
+
+def ceiling_model_inputs(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The ceiling model's inputs: the scorer's `columns` and TRUE_TRAITS."""
+    return (*columns, *TRUE_TRAITS)
 
 
 def oracle_p(rows: pd.DataFrame) -> np.ndarray | None:
@@ -55,11 +56,13 @@ def observable_ceiling(rows: pd.DataFrame) -> np.ndarray | None:
     return observable_p_accept(oracle, rows["prompt_version"].to_numpy())
 
 
-def ceiling_inputs(rows: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame | None:
-    """CEILING_MODEL_INPUTS of `rows` (model rows with their user_id and category): the
-    scorer's inputs with preferred_hour and FROM_PREFERRED_HOUR from the user's true preferred
-    hour, and TRUE_TRAITS. `users` are the world's (flows/simulate.py `read_world_users`); None
-    when a row's user is not among them."""
+def ceiling_inputs(
+    rows: pd.DataFrame, users: pd.DataFrame, columns: tuple[str, ...]
+) -> pd.DataFrame | None:
+    """`ceiling_model_inputs(columns)` of `rows` (model rows with their user_id and category):
+    the scorer's inputs with preferred_hour, and every candidate feature computed from it,
+    from the user's true preferred hour, and TRUE_TRAITS. `users` are the world's
+    (flows/simulate.py `read_world_users`); None when a row's user is not among them."""
     traits = users.set_index("user_id")
     at = traits.index.get_indexer(rows["user_id"].astype(str))
     category = rows["category"].astype(str).to_numpy()
@@ -70,16 +73,17 @@ def ceiling_inputs(rows: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame | No
     receptivity = np.array([[r[c] for c in TIP_CATEGORIES] for r in traits["receptivity"]])
     preferred = traits["preferred_hour"].to_numpy(dtype=np.int64)[at]
     profile = {f.name: rows[f.name].to_numpy() for f in PROFILE_FEATURES}
-    hours = candidate_features(
-        category, {**profile, "preferred_hour": preferred}, rows["hour_of_day"].to_numpy()
-    )
-    out = rows[list(MODEL_FEATURES)].copy()
+    context = {f.name: rows[f.name].to_numpy() for f in CONTEXT_FEATURES}
+    # The rows' profile with the true hour: only what reads the preferred hour changes (the
+    # cohort's rates are not recomputed: the rows do not carry the cohort's counts).
+    hours = candidate_features(category, {**profile, "preferred_hour": preferred}, context)
+    out = rows[list(columns)].copy()
     out["preferred_hour"] = preferred.astype(np.float64)
-    for name in FROM_PREFERRED_HOUR:
+    for name in set(hours) & set(columns):
         out[name] = hours[name].astype(np.float64)
     out["true_base_logit"] = traits["base_logit"].to_numpy(dtype=np.float64)[at]
     out["true_receptivity"] = receptivity[at, column]
-    return out[list(CEILING_MODEL_INPUTS)]
+    return out[list(ceiling_model_inputs(columns))]
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,8 @@ def fit_ceiling_model(
     the validation rows'; None without the world's users."""
     if users is None:
         return None
-    x_train, x_valid = ceiling_inputs(data.train, users), ceiling_inputs(data.valid, users)
+    x_train = ceiling_inputs(data.train, users, data.columns)
+    x_valid = ceiling_inputs(data.valid, users, data.columns)
     if x_train is None or x_valid is None:
         return None
     model = make()

@@ -12,7 +12,6 @@ from sklearn.base import BaseEstimator
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 from flows.modeling.ceiling import CeilingModel, observable_ceiling, oracle_p
-from service.scoring.model_inputs import MODEL_FEATURES
 
 CALIBRATION_BINS = 10
 NEW_USER_DAYS = 7  # users younger than this are the fairness slice tenure=new
@@ -156,12 +155,13 @@ class Evaluation:
 def evaluate_scorer(
     model: BaseEstimator,
     valid: pd.DataFrame,
+    columns: tuple[str, ...],
     world_users: pd.DataFrame | None,
     ceiling_model: CeilingModel | None = None,
 ) -> Evaluation:
     """Metrics against the oracle and the ceilings, and fairness slices, of `model` on the
-    validation rows; `ceiling_model` was scored on the same rows."""
-    p_accept = model.predict_proba(valid[list(MODEL_FEATURES)])[:, 1]
+    validation rows (its inputs: `columns`); `ceiling_model` was scored on the same rows."""
+    p_accept = model.predict_proba(valid[list(columns)])[:, 1]
     y = valid["accepted"].to_numpy()
     return Evaluation(
         p_accept=p_accept,

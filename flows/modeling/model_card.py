@@ -10,12 +10,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from feature_repo.candidate_features import CANDIDATE_FEATURES
+from feature_repo.cohort_features import COHORT_FEATURES
 from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.profile_features import PROFILE_FEATURES
+from feature_repo.scorer_versions import CATEGORY_COLUMNS, SCORER_VERSIONS
 from flows.modeling.evaluation import Metrics, SliceRow
 from flows.modeling.gates import GateCheck
 from flows.modeling.shadow_summary import ShadowSummary
-from service.scoring.model_inputs import CATEGORY_COLUMNS
 
 PURPOSE = (
     "Scores candidate tips for a user at request time: the probability that the user accepts "
@@ -42,7 +43,7 @@ KNOWN_LIMITS = (
 
 class FeatureDoc(BaseModel):
     name: str
-    kind: Literal["profile", "context", "candidate", "category"]
+    kind: Literal["profile", "cohort", "context", "candidate", "category"]
     dtype: str
     ttl_seconds: int | None = None
     fallback: float | None = None
@@ -200,11 +201,13 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def feature_docs() -> list[FeatureDoc]:
-    """Every model input, documented from the feature tables."""
-    return [
-        *(
-            FeatureDoc(
+def feature_docs(feature_service: str) -> list[FeatureDoc]:
+    """What the scorer version reads, documented from the feature tables: its model inputs in
+    order, and the cohort counts its candidate features are computed from."""
+    version = SCORER_VERSIONS[feature_service]
+    docs = {
+        **{
+            f.name: FeatureDoc(
                 name=f.name,
                 kind="profile",
                 dtype=f.dtype,
@@ -213,9 +216,9 @@ def feature_docs() -> list[FeatureDoc]:
                 description=f.description,
             )
             for f in PROFILE_FEATURES
-        ),
-        *(
-            FeatureDoc(
+        },
+        **{
+            f.name: FeatureDoc(
                 name=f.name,
                 kind="context",
                 dtype=f.dtype,
@@ -223,18 +226,33 @@ def feature_docs() -> list[FeatureDoc]:
                 description=f"{f.description} ({f.freshness})",
             )
             for f in CONTEXT_FEATURES
-        ),
-        *(
-            FeatureDoc(name=f.name, kind="candidate", dtype=f.dtype, description=f.description)
+        },
+        **{
+            f.name: FeatureDoc(
+                name=f.name, kind="candidate", dtype=f.dtype, description=f.description
+            )
             for f in CANDIDATE_FEATURES
-        ),
-        *(
-            FeatureDoc(
+        },
+        **{
+            name: FeatureDoc(
                 name=name,
                 kind="category",
                 dtype="int64",
                 description="1 when the candidate is in this category",
             )
             for name in CATEGORY_COLUMNS
-        ),
+        },
+    }
+    cohort = [
+        FeatureDoc(
+            name=f.name,
+            kind="cohort",
+            dtype=f.dtype,
+            ttl_seconds=int(f.ttl.total_seconds()),
+            fallback=f.fallback,
+            description=f"{f.description} (not a model input: the cohort rates' source)",
+        )
+        for f in COHORT_FEATURES
+        if version.reads_cohort
     ]
+    return [*(docs[name] for name in version.columns), *cohort]

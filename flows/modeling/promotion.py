@@ -15,11 +15,11 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from sklearn.metrics import log_loss
 
+from feature_repo.scorer_versions import SCORER_VERSIONS
 from flows.modeling.gates import POLICY, GateCheck, absolute_checks
 from flows.modeling.model_card import ModelCard, RolloutDecision
 from flows.modeling.registration import read_card, read_validation_rows, training_end, write_card
 from flows.modeling.shadow_summary import read_summary, shadow_check
-from service.scoring.model_inputs import MODEL_FEATURES
 from service.scoring.model_names import CHALLENGER, CHAMPION, FEATURE_SERVICE_TAG, MODEL_NAME
 from service.scoring.model_registry import version_by_alias
 from service.settings import Settings
@@ -41,22 +41,29 @@ def read_contenders(client: MlflowClient) -> Contenders:
 
 def _predict(version: ModelVersion, rows: pd.DataFrame) -> pd.Series:
     model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version.version}")
-    return model.predict_proba(rows[list(MODEL_FEATURES)])[:, 1]
+    columns = SCORER_VERSIONS[version.tags[FEATURE_SERVICE_TAG]].columns
+    return model.predict_proba(rows[list(columns)])[:, 1]
 
 
 def compare_with_champion(
     client: MlflowClient, challenger: ModelVersion, champion: ModelVersion
 ) -> GateCheck:
-    """Challenger vs champion log loss on challenger validation rows the champion never saw."""
+    """Challenger vs champion log loss on challenger validation rows the champion never saw.
+
+    The rows hold the challenger's inputs; a champion of another scorer version is compared
+    when they hold its inputs too (a newer version adds columns to an older one's)."""
     name = "beats_champion"
     services = (challenger.tags.get(FEATURE_SERVICE_TAG), champion.tags.get(FEATURE_SERVICE_TAG))
-    if services[0] != services[1]:
+    rows = read_validation_rows(client, challenger)
+    if services[1] not in SCORER_VERSIONS or not set(SCORER_VERSIONS[services[1]].columns) <= set(
+        rows.columns
+    ):
         return GateCheck(
             name=name,
             passed=False,
-            detail=f"FeatureServices differ ({services[0]} vs {services[1]}): no common rows",
+            detail=f"the challenger's rows ({services[0]}) lack the champion's inputs "
+            f"({services[1]}): no common rows",
         )
-    rows = read_validation_rows(client, challenger)
     rows = rows[rows["event_timestamp"] >= training_end(champion)]
     if len(rows) < POLICY.min_comparison_rows or rows["accepted"].nunique() < 2:
         return GateCheck(

@@ -142,7 +142,7 @@ def _new_card(
         version=version,
         run_id=run_id,
         feature_service=feature_service,
-        inputs=feature_docs(),
+        inputs=feature_docs(feature_service),
         model_type=candidates.chosen.name,
         candidates=candidates.validation_log_losses,
         training_window=Window(start=data.train.event_timestamp.min(), end=data.validation_start),

@@ -2,9 +2,10 @@
 split by day into training and validation.
 
 Each impression was logged with the request context the recommender sent, so the training
-read is the serving read replayed: FeatureService `tip_scorer_v1` through
-get_historical_features (profile as of the impression, context from the logged request),
-the shared TTL/fallback rule, and the shared model-row assembly.
+read is the serving read replayed: the scorer version's FeatureService through
+get_historical_features (profile and, for tip_scorer_v2, the cohort of the logged request's
+time zone as of the impression, context from the logged request), the shared TTL/fallback
+rule, and the shared model-row assembly.
 
 Every row depends on its own impression and its user's profile only, so the set is built per
 user shard (flows/shards.py), each shard reading its own users' impressions, and put in one
@@ -24,15 +25,17 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
+from feature_repo.cohort_features import COHORT_AS_OF, COHORT_FEATURES, COHORT_KEY
 from feature_repo.context_features import CONTEXT_FEATURES
-from feature_repo.freshness import resolve_profiles
+from feature_repo.freshness import resolve_cohorts, resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
+from feature_repo.scorer_versions import SCORER_VERSIONS
 from feature_repo.user_hash import HashRange
 from flows.featurestore.offline_table import offline_reads
 from service.api.request import request_data
 from service.events.lake import EventLake
 from service.events.models import ATTRIBUTION_WINDOW
-from service.scoring.model_inputs import MODEL_FEATURES, model_frame
+from service.scoring.model_inputs import model_frame
 from service.settings import Settings
 
 REQUEST_FIELDS = ("request_timestamp", "timezone", "tasks_json")
@@ -130,13 +133,16 @@ def build_training_set(
     feature_service: str,
     users: HashRange | None = None,
 ) -> pd.DataFrame:
-    """MODEL_FEATURES plus META_COLUMNS, one row per impression, in the impressions' order and
-    with their index (so a shard's rows keep their places in the whole).
+    """The scorer version's columns plus META_COLUMNS, one row per impression, in the
+    impressions' order and with their index (so a shard's rows keep their places in the whole).
 
     `users`, the user hashes [first, last] the impressions are of (a shard's), lets the
     point-in-time read scan only the offline files of the shards that hold them.
     """
+    version = SCORER_VERSIONS[feature_service]
     entity_df = impressions[["user_id", "event_timestamp", *REQUEST_FIELDS]].copy()
+    # The cohort is the logged request's zone as sent, as /score reads it.
+    entity_df[COHORT_KEY] = impressions["timezone"]
     entity_df["row"] = range(len(entity_df))
     service = store.get_feature_service(feature_service)
     parts = []
@@ -152,7 +158,15 @@ def build_training_set(
         historical[PROFILE_AS_OF],
         historical["event_timestamp"],
     )
+    if version.reads_cohort:
+        cohort, _ = resolve_cohorts(
+            {f.name: historical[f.name] for f in COHORT_FEATURES},
+            historical[COHORT_AS_OF],
+            historical["event_timestamp"],
+        )
+        profile = {**profile, **cohort}
     rows = model_frame(
+        version.columns,
         profile,
         {f.name: historical[f.name].to_numpy() for f in CONTEXT_FEATURES},
         impressions["category"].to_numpy(),
@@ -165,7 +179,7 @@ def build_training_set(
             rows[column] = pd.array(values, dtype="string[pyarrow]")
         else:
             rows[column] = values.to_numpy()
-    return rows[[*MODEL_FEATURES, *META_COLUMNS]].set_axis(impressions.index)
+    return rows[[*version.columns, *META_COLUMNS]].set_axis(impressions.index)
 
 
 def in_training_order(parts: Iterable[pd.DataFrame]) -> pd.DataFrame:
@@ -193,16 +207,18 @@ def validation_start(as_of: datetime, validation_days: int) -> datetime:
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """Model rows before `validation_start` train; those from it until `as_of` validate."""
+    """Model rows before `validation_start` train; those from it until `as_of` validate.
+    `columns` are the model's inputs (its scorer version's)."""
 
     train: pd.DataFrame
     valid: pd.DataFrame
     validation_start: datetime
     as_of: datetime
+    columns: tuple[str, ...]
 
     @property
     def x_train(self) -> pd.DataFrame:
-        return self.train[list(MODEL_FEATURES)]
+        return self.train[list(self.columns)]
 
     @property
     def y_train(self) -> np.ndarray:
@@ -210,7 +226,7 @@ class TrainingSet:
 
     @property
     def x_valid(self) -> pd.DataFrame:
-        return self.valid[list(MODEL_FEATURES)]
+        return self.valid[list(self.columns)]
 
     @property
     def y_valid(self) -> np.ndarray:
@@ -218,7 +234,11 @@ class TrainingSet:
 
 
 def split_training_set(
-    rows: pd.DataFrame, as_of: datetime, validation_days: int, min_rows: int
+    rows: pd.DataFrame,
+    as_of: datetime,
+    validation_days: int,
+    min_rows: int,
+    columns: tuple[str, ...],
 ) -> TrainingSet:
     """`build_training_set`'s rows split at `validation_start`, or NotEnoughData when either
     side has fewer than `min_rows` rows or only one outcome."""
@@ -230,4 +250,6 @@ def split_training_set(
                 f"{len(part)} {name} impressions before {as_of:%Y-%m-%d %H:%M}, with "
                 f"{int(part.accepted.sum())} accepted; need {min_rows} of both outcomes"
             )
-    return TrainingSet(train=train, valid=valid, validation_start=split, as_of=as_of)
+    return TrainingSet(
+        train=train, valid=valid, validation_start=split, as_of=as_of, columns=columns
+    )

@@ -42,6 +42,9 @@ def merge_profile(read: FeatureRead, supplied: BaseModel | None) -> MergedProfil
     return MergedProfile(values=values, fallbacks=fallbacks, skewed=tuple(skewed))
 
 
-def candidate_rows(profile: dict, context: dict, categories: Sequence[str]) -> np.ndarray:
-    """The model rows (MODEL_FEATURES) of one user's candidates in one request context."""
-    return model_matrix(profile, context, np.asarray(categories))
+def candidate_rows(
+    columns: Sequence[str], profile: dict, context: dict, categories: Sequence[str]
+) -> np.ndarray:
+    """The model rows (the scorer version's `columns`) of one user's candidates in one request
+    context."""
+    return model_matrix(columns, profile, context, np.asarray(categories))

@@ -81,12 +81,18 @@ class FeatureServiceRead:
         self.views = tuple(views)
         self.on_demand = tuple(on_demand)
 
-    def read_views(self, entity: str) -> dict[str, Any]:
-        """The feature views' values for one entity (None where the store holds none)."""
+    @property
+    def join_keys(self) -> frozenset[str]:
+        """The entity keys a read needs, one per feature view."""
+        return frozenset(read.join_key for read in self.views)
+
+    def read_views(self, entity: Mapping[str, Any]) -> dict[str, Any]:
+        """The feature views' values for one entity row, a value per join key (None where the
+        store holds none)."""
         row: dict[str, Any] = {}
         for read in self.views:
             # Feast's conversion, with its type checks: a key of the wrong type is a TypeError.
-            values = python_values_to_proto_values([entity], read.key_type)
+            values = python_values_to_proto_values([entity[read.join_key]], read.key_type)
             key = EntityKey(join_keys=[read.join_key], entity_values=values)
             [(_, stored)] = self.provider.online_read(self.config, read.view, [key], read.features)
             for name in read.features:

@@ -3,8 +3,8 @@ service uses, from the registry or from the copy a Bento carries.
 
 A model version is only usable with the features it was trained on: its
 `feast.feature_service` tag (a packed copy's `feature_service` label) names the FeatureService,
-and that service must exist in the Feast registry the caller reads from. Anything else is
-refused with a reason.
+which must be a scorer version this code builds rows for (feature_repo/scorer_versions.py) and
+exist in the Feast registry the caller reads from. Anything else is refused with a reason.
 """
 
 from dataclasses import dataclass
@@ -17,8 +17,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from feature_repo.scorer_versions import SCORER_VERSIONS
 from service.scoring.fast_predict import AcceptProbability, accept_probability
-from service.scoring.model_inputs import MODEL_FEATURES
 from service.scoring.model_names import (
     CHAMPION,
     FEATURE_SERVICE_LABEL,
@@ -45,6 +45,11 @@ class LoadedScorer:
     feature_service: str
     accept_probability: AcceptProbability  # the model's P(accept), fast where exact
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The model's input columns: its scorer version's."""
+        return SCORER_VERSIONS[self.feature_service].columns
+
 
 def version_by_alias(client: MlflowClient, alias: str) -> ModelVersion | None:
     try:
@@ -63,6 +68,11 @@ def check_servable(version: ModelVersion, store: FeatureStore) -> str:
 
 
 def _known_feature_service(label: str, name: str, store: FeatureStore) -> str:
+    if name not in SCORER_VERSIONS:
+        raise ModelRejected(
+            f"{label} was trained on FeatureService {name!r}, which is not a scorer version "
+            f"this code builds rows for ({', '.join(SCORER_VERSIONS)})"
+        )
     try:
         store.get_feature_service(name)
     except FeatureServiceNotFoundException as exc:
@@ -85,7 +95,7 @@ def load_scorer(settings: Settings, store: FeatureStore, alias: str = CHAMPION) 
         model=model,
         version=str(version.version),
         feature_service=feature_service,
-        accept_probability=accept_probability(model, MODEL_FEATURES),
+        accept_probability=accept_probability(model, SCORER_VERSIONS[feature_service].columns),
     )
 
 
@@ -106,5 +116,5 @@ def load_packed_scorer(packed: "StoredModel", store: FeatureStore) -> LoadedScor
         model=model,
         version=packed.info.labels[MLFLOW_VERSION_LABEL],
         feature_service=feature_service,
-        accept_probability=accept_probability(model, MODEL_FEATURES),
+        accept_probability=accept_probability(model, SCORER_VERSIONS[feature_service].columns),
     )

@@ -1,7 +1,8 @@
 """The serving read path: online features for one user and request, TTL and fallbacks applied.
 
-Profile values come from the online store through the model's FeatureService; context
-features from the same FeatureService's on-demand view, which reads no store
+Profile values, and for a FeatureService that reads it the cohort of the request's time zone,
+come from the online store through the model's FeatureService; context features from the
+same FeatureService's on-demand view, which reads no store
 (service/scoring/feature_service_read.py plans both reads once, at start-up). When the store
 cannot be read, the profile falls back whole, so a request is still answered, marked degraded.
 
@@ -17,8 +18,15 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
+from feature_repo.cohort_features import COHORT_AS_OF, COHORT_FEATURES, COHORT_KEY
 from feature_repo.context_features import CONTEXT_FEATURES
-from feature_repo.freshness import FallbackReason, fallback_profile, resolve_profiles
+from feature_repo.freshness import (
+    FallbackReason,
+    fallback_cohort,
+    fallback_profile,
+    resolve_cohorts,
+    resolve_profiles,
+)
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from service.api.request import RequestContext
 from service.circuit import STARTUP_BUDGET_S, Breaker, DependencyFailed
@@ -35,7 +43,7 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (OSError, sqlite3.Error, RedisEr
 
 @dataclass(frozen=True)
 class FeatureRead:
-    profile: dict[str, int | float]
+    profile: dict[str, int | float]  # and the cohort's counts, when the FeatureService reads them
     context: dict[str, int]
     fallbacks: dict[str, str]  # feature -> FallbackReason value, only for features that fell back
     as_of: datetime | None
@@ -66,6 +74,7 @@ class OnlineFeatureReader:
 
         self.feature_service = store.get_feature_service(feature_service_name)
         self.rows = FeatureServiceRead(store, self.feature_service)
+        self.reads_cohort = COHORT_KEY in self.rows.join_keys
         self.budget = budget
         self.breaker = Breaker(ONLINE_STORE, STORE_ERRORS, budget=budget, cooldown=cooldown)
 
@@ -78,16 +87,23 @@ class OnlineFeatureReader:
     ) -> FeatureRead:
         computed = self.rows.compute_on_demand(context.feast_request_data())
         context_values = {f.name: int(computed[f.name]) for f in CONTEXT_FEATURES}
+        # The cohort is the request's zone as sent: training reads the logged request's.
+        entity = {"user_id": user_id, COHORT_KEY: context.timezone}
         try:
-            row = self.breaker.call(self.rows.read_views, user_id, budget=budget)
+            row = self.breaker.call(self.rows.read_views, entity, budget=budget)
         except DependencyFailed as exc:
-            return _degraded(context_values, exc.reason)
+            return _degraded(context_values, exc.reason, self.reads_cohort)
         except Exception as exc:  # not the store's failure: this request alone falls back
             log.error("online read failed for one request: %s", type(exc).__name__)
-            return _degraded(context_values, "error")
+            return _degraded(context_values, "error", self.reads_cohort)
         values, reasons = resolve_profiles(
             {f.name: [row[f.name]] for f in PROFILE_FEATURES}, [row[PROFILE_AS_OF]], [now]
         )
+        if self.reads_cohort:
+            cohort, cohort_reasons = resolve_cohorts(
+                {f.name: [row[f.name]] for f in COHORT_FEATURES}, [row[COHORT_AS_OF]], [now]
+            )
+            values, reasons = {**values, **cohort}, {**reasons, **cohort_reasons}
         return FeatureRead(
             profile=_first_row(values),
             context=context_values,
@@ -96,8 +112,11 @@ class OnlineFeatureReader:
         )
 
 
-def _degraded(context: dict[str, int], failure: str) -> FeatureRead:
+def _degraded(context: dict[str, int], failure: str, reads_cohort: bool) -> FeatureRead:
     values, reasons = fallback_profile(1, FallbackReason.STORE_UNAVAILABLE)
+    if reads_cohort:
+        cohort, cohort_reasons = fallback_cohort(1, FallbackReason.STORE_UNAVAILABLE)
+        values, reasons = {**values, **cohort}, {**reasons, **cohort_reasons}
     return FeatureRead(
         profile=_first_row(values),
         context=context,

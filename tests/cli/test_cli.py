@@ -35,6 +35,9 @@ def invoke(home, *args: str):
         (["train", "--validation-days", "0"], "--validation-days"),
         (["train", "--as-of", "noon"], "--as-of"),
         (["train", "--min-rows", "1"], "--min-rows"),
+        (["train", "--feature-service", "tip_scorer_v9"], "--feature-service"),
+        # A look-alike: CYRILLIC SMALL LETTER ES in place of the Latin "c".
+        (["train", "--feature-service", "tip_s\u0441orer_v2"], "--feature-service"),
         (["card", "--alias", "retired"], "--alias"),
         (["demo", "--users", "1"], "--users"),
         (["demo", "--days", "0"], "--days"),

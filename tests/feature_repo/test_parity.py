@@ -1,8 +1,10 @@
 """No train/serve skew: what training reads equals what serving reads, row for row.
 
-For random (user, time) pairs, the point-in-time training read (get_historical_features on
-the FeatureService, then the shared TTL/fallback rule and candidate function) must equal the
-serving read (online store after materializing up to that time, through the serving reader).
+For random (user, time, time zone) triples, the point-in-time training read
+(get_historical_features on the FeatureService, then the shared TTL/fallback rule and
+candidate function) must equal the serving read (online store after materializing up to that
+time, through the serving reader). The FeatureService is tip_scorer_v2: the user's profile, the
+cohort of the request's zone and the context; v1 reads a subset of the same views.
 """
 
 import json
@@ -15,15 +17,18 @@ import pytest
 
 from feature_repo.candidate_features import candidate_features
 from feature_repo.categories import TIP_CATEGORIES
+from feature_repo.cohort_features import COHORT_AS_OF, COHORT_FEATURES, COHORT_KEY
 from feature_repo.context_features import CONTEXT_FEATURES
-from feature_repo.feature_services import tip_scorer_v1
-from feature_repo.freshness import resolve_profiles
+from feature_repo.feature_services import tip_scorer_v2
+from feature_repo.freshness import resolve_cohorts, resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from feature_repo.profile_transforms import DAY, compute_daily_profiles
+from flows.featurestore.cohort_table import materialize_cohorts, update_cohorts
 from flows.featurestore.event_frames import load_event_frames
 from flows.featurestore.materialize import materialize_profiles
 from flows.featurestore.offline_table import offline_reads, read_range, write_partitions
 from flows.featurestore.profile_update import update_profiles
+from flows.shards import WHOLE
 from flows.simulation.world import World
 from service.api.request import RequestContext, Task
 from service.events.lake import open_lake
@@ -57,9 +62,13 @@ def world_store(tmp_path_factory):
     open_lake(settings).append(world.events())
     days = [(world.start + timedelta(days=i)).date() for i in range(1, 22)]
     noon = [pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=12) for day in days]
-    assert update_profiles(settings, noon[13]).mode == "full"
+    update = update_profiles(settings, noon[13])
+    assert update.mode == "full"
+    update_cohorts(settings, update.days_computed, [WHOLE])
     for at in noon[14:]:
-        assert update_profiles(settings, at).mode == "incremental"
+        update = update_profiles(settings, at)
+        assert update.mode == "incremental"
+        update_cohorts(settings, update.days_computed, [WHOLE])
     full = Settings(home=tmp_path_factory.mktemp("parity-full"))
     write_partitions(full, compute_daily_profiles(load_event_frames(open_lake(settings)), days))
     pd.testing.assert_frame_equal(
@@ -84,23 +93,29 @@ def test_training_read_equals_serving_read(world_store):
     contexts = [random_context(rng, pd.Timestamp(at)) for at, _ in pairs]
 
     # Serving: materialize up to each time, then read as the service does.
-    reader = OnlineFeatureReader(store, tip_scorer_v1.name)
+    reader = OnlineFeatureReader(store, tip_scorer_v2.name)
     served = []
     for (at, user_id), context in zip(pairs, contexts, strict=True):
         materialize_profiles(store, settings, end=at, overlap=timedelta(days=2), chunk_size=25)
+        materialize_cohorts(store, settings, world.start, at)
         served.append(reader.read(user_id, context, now=at))
 
     # Training: one point-in-time read of every pair.
     entity_df = pd.DataFrame(
         [
-            {"user_id": user_id, "event_timestamp": pd.Timestamp(at), **c.feast_request_data()}
+            {
+                "user_id": user_id,
+                COHORT_KEY: c.timezone,
+                "event_timestamp": pd.Timestamp(at),
+                **c.feast_request_data(),
+            }
             for (at, user_id), c in zip(pairs, contexts, strict=True)
         ]
     )
     entity_df["row"] = range(len(entity_df))
     with offline_reads(settings):
         historical = store.get_historical_features(
-            entity_df=entity_df, features=store.get_feature_service(tip_scorer_v1.name)
+            entity_df=entity_df, features=store.get_feature_service(tip_scorer_v2.name)
         ).to_df()
     historical = historical.sort_values("row", ignore_index=True)
     assert list(historical["row"]) == list(range(PAIRS)), "every entity row comes back once"
@@ -109,11 +124,18 @@ def test_training_read_equals_serving_read(world_store):
         historical[PROFILE_AS_OF],
         historical["event_timestamp"],
     )
+    cohorts, cohort_reasons = resolve_cohorts(
+        {f.name: historical[f.name] for f in COHORT_FEATURES},
+        historical[COHORT_AS_OF],
+        historical["event_timestamp"],
+    )
+    trained, reasons = {**trained, **cohorts}, {**reasons, **cohort_reasons}
 
     mismatches = []
     kinds = {"fresh": 0, "stale": 0, "missing": 0}
+    cohort_kinds = {"fresh": 0, "stale": 0, "missing": 0}
     for i, read in enumerate(served):
-        for f in PROFILE_FEATURES:
+        for f in (*PROFILE_FEATURES, *COHORT_FEATURES):
             a, b = trained[f.name][i].item(), read.profile[f.name]
             if not math.isclose(a, b, rel_tol=1e-12, abs_tol=0) or (
                 bool(reasons[f.name][i]) != (f.name in read.fallbacks)
@@ -126,20 +148,31 @@ def test_training_read_equals_serving_read(world_store):
         train_c = candidate_features(
             CANDIDATES,
             {name: np.repeat(v[i], n) for name, v in trained.items()},
-            np.repeat(int(historical["hour_of_day"][i]), n),
+            {f.name: np.repeat(int(historical[f.name][i]), n) for f in CONTEXT_FEATURES},
         )
         serve_c = candidate_features(
             CANDIDATES,
             {name: np.repeat(v, n) for name, v in read.profile.items()},
-            np.repeat(read.context["hour_of_day"], n),
+            {f.name: np.repeat(read.context[f.name], n) for f in CONTEXT_FEATURES},
         )
+        assert "cohort_category_logit" in train_c
         for name in train_c:
             if not np.allclose(train_c[name], serve_c[name], rtol=1e-12, atol=0):
                 mismatches.append((i, name, train_c[name], serve_c[name]))
-        reason = read.fallbacks.get("tips_shown_7d", "fresh")
-        kinds[reason] += 1
+        kinds[read.fallbacks.get("tips_shown_7d", "fresh")] += 1
+        cohort_kinds[read.fallbacks.get("cohort_shown_28d", "fresh")] += 1
 
-    print(json.dumps({"pairs": PAIRS, "mismatches": len(mismatches), "tips_shown_7d": kinds}))
+    print(
+        json.dumps(
+            {
+                "pairs": PAIRS,
+                "mismatches": len(mismatches),
+                "tips_shown_7d": kinds,
+                "cohort_shown_28d": cohort_kinds,
+            }
+        )
+    )
     assert mismatches == []
     # The sample must exercise every path, or it proves little.
     assert all(count >= 10 for count in kinds.values()), kinds
+    assert all(count >= 10 for count in cohort_kinds.values()), cohort_kinds

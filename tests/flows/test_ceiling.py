@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from feature_repo.categories import TIP_CATEGORIES
+from feature_repo.scorer_versions import SCORER_VERSIONS, TIP_SCORER_V2
 from flows.modeling.ceiling import (
-    CEILING_MODEL_INPUTS,
     ceiling_inputs,
+    ceiling_model_inputs,
     fit_ceiling_model,
     observable_ceiling,
 )
@@ -28,7 +29,8 @@ from flows.simulation.world import (
     p_accept,
 )
 from service.api.prompt_versions import RELEASED_PROMPT_VERSIONS
-from service.scoring.model_inputs import MODEL_FEATURES
+
+COLUMNS = TIP_SCORER_V2.columns
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
 USER = SimUser(
@@ -124,7 +126,7 @@ def test_on_a_tiny_world_the_ceiling_is_the_oracle_averaged_over_versions():
 
 
 def rows(users: list[str], categories: list[str], hours: list[int]) -> pd.DataFrame:
-    out = pd.DataFrame(0.0, index=range(len(users)), columns=list(MODEL_FEATURES))
+    out = pd.DataFrame(0.0, index=range(len(users)), columns=list(COLUMNS))
     out["hour_of_day"] = hours
     out["tip_accept_rate_28d"] = 0.2
     return out.assign(
@@ -141,25 +143,32 @@ def world_users() -> pd.DataFrame:
     return pd.DataFrame([u.model_dump() for u in (USER, other)])
 
 
-def test_the_ceiling_model_reads_each_users_true_traits():
+@pytest.mark.parametrize("version", SCORER_VERSIONS.values(), ids=SCORER_VERSIONS)
+def test_the_ceiling_model_reads_each_users_true_traits(version):
     x = ceiling_inputs(
         rows(["u000001", "u000000", "u000000"], ["focus", "focus", "review"], [23, 12, 9]),
         world_users(),
+        version.columns,
     )
-    assert list(x.columns) == list(CEILING_MODEL_INPUTS)
+    assert list(x.columns) == list(ceiling_model_inputs(version.columns))
     assert list(x["true_base_logit"]) == [-2.0, -1.0, -1.0]
     assert list(x["true_receptivity"]) == [0.5, 0.5, -0.5]
     # The hour features follow the true preferred hour (22 and 9), not the estimate (0).
     assert list(x["preferred_hour"]) == [22.0, 9.0, 9.0]
     assert list(x["hour_gap"]) == [1.0, 3.0, 0.0]
     assert list(x["in_preferred_window"]) == [1.0, 0.0, 1.0]
+    if "focus_x_hour_gap" in version.columns:  # and what crosses the gap with the category
+        assert list(x["focus_x_hour_gap"]) == [1.0, 3.0, 0.0]
+        assert list(x["review_x_hour_gap"]) == [0.0, 0.0, 0.0]
 
 
 def test_without_the_worlds_truth_there_is_no_ceiling():
     stranger = rows(["u000009"], ["focus"], [9])
-    assert ceiling_inputs(stranger, world_users()) is None
+    assert ceiling_inputs(stranger, world_users(), COLUMNS) is None
     assert observable_ceiling(stranger.assign(oracle_p_accept=None)) is None
-    data = TrainingSet(train=stranger, valid=stranger, validation_start=END, as_of=END)
+    data = TrainingSet(
+        train=stranger, valid=stranger, validation_start=END, as_of=END, columns=COLUMNS
+    )
     assert fit_ceiling_model(CANDIDATES["logistic_regression"], data, None) is None
     assert fit_ceiling_model(CANDIDATES["logistic_regression"], data, world_users()) is None
 
@@ -167,7 +176,7 @@ def test_without_the_worlds_truth_there_is_no_ceiling():
 def test_the_ceiling_model_is_scored_on_the_validation_rows():
     train = rows(["u000000", "u000001"] * 20, ["focus"] * 40, list(range(24)) + [9] * 16)
     valid = rows(["u000001", "u000000", "u000000"], ["focus"] * 3, [1, 2, 3])
-    data = TrainingSet(train=train, valid=valid, validation_start=END, as_of=END)
+    data = TrainingSet(train=train, valid=valid, validation_start=END, as_of=END, columns=COLUMNS)
     model = fit_ceiling_model(CANDIDATES["logistic_regression"], data, world_users())
     assert model.p_accept.shape == (3,) and model.fit_seconds >= 0
 

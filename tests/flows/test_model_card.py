@@ -20,8 +20,8 @@ def card(decisions: int) -> ModelCard:
         model_name="tip-scorer",
         version=3,  # MLflow hands out numbers
         run_id="abc123",
-        feature_service="tip_scorer_v1",
-        inputs=feature_docs(),
+        feature_service="tip_scorer_v2",
+        inputs=feature_docs("tip_scorer_v2"),
         model_type="hist_gradient_boosting",
         candidates={"logistic_regression": 0.36, "hist_gradient_boosting": 0.35},
         training_window=Window(start=T0, end=T0 + timedelta(days=20)),
@@ -72,7 +72,7 @@ def test_markdown_holds_every_section_and_every_input():
         "Rollout history",
     ):
         assert f"## {heading}" in text
-    assert all(f"| {doc.name} |" in text for doc in feature_docs())
+    assert all(f"| {doc.name} |" in text for doc in feature_docs("tip_scorer_v2"))
     assert "| persona | parent | 800 | 0.700 | 0.120 | 0.150 | 0.030 |" in text
     assert card(2).version == "3"
     # Model, observable ceiling, oracle, each ratio, and the ceiling model.

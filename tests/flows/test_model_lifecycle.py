@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from feature_repo.cohort_features import COHORT_FEATURES
 from feature_repo.context_features import CONTEXT_FEATURES
-from feature_repo.feature_services import tip_scorer_v1
+from feature_repo.feature_services import tip_scorer_v2
 from feature_repo.profile_features import PROFILE_FEATURES
 from flows.features import FeaturesParams, features
 from flows.modeling.registration import CARD_MARKDOWN, read_card
@@ -56,7 +57,7 @@ def test_train_promote_then_a_reasoned_second_decision(world):
     client = registry_client(world)
     challenger = version_by_alias(client, CHALLENGER)
     assert str(challenger.version) == report.version
-    assert challenger.tags[FEATURE_SERVICE_TAG] == tip_scorer_v1.name
+    assert challenger.tags[FEATURE_SERVICE_TAG] == tip_scorer_v2.name
     # Validation is the 7 whole UTC days before as_of's day, whatever the hour of as_of.
     assert challenger.tags["training_window_end"] == (WORLD_END_TS - timedelta(days=7)).isoformat()
 
@@ -102,10 +103,11 @@ def test_train_promote_then_a_reasoned_second_decision(world):
 
     # What the service will load: the champion, with the FeatureService it was trained on.
     scorer = load_scorer(world, open_store(world))
-    assert (scorer.version, scorer.feature_service) == (str(champion.version), tip_scorer_v1.name)
-    profile = {f.name: np.full(2, f.fallback) for f in PROFILE_FEATURES}
+    assert (scorer.version, scorer.feature_service) == (str(champion.version), tip_scorer_v2.name)
+    profile = {f.name: np.full(2, f.fallback) for f in (*PROFILE_FEATURES, *COHORT_FEATURES)}
     context = {f.name: np.full(2, f.fallback) for f in CONTEXT_FEATURES}
-    p = scorer.model.predict_proba(model_frame(profile, context, np.array(["focus", "review"])))
+    rows = model_frame(scorer.columns, profile, context, np.array(["focus", "review"]))
+    p = scorer.model.predict_proba(rows)
     assert p.shape == (2, 2) and np.all((p > 0) & (p < 1))
 
 
@@ -122,7 +124,7 @@ def test_the_service_refuses_versions_it_cannot_feed(world):
         with pytest.raises(ModelRejected, match=f"no {FEATURE_SERVICE_TAG} tag"):
             load_scorer(world, store, alias="probe")
         client.set_model_version_tag(MODEL_NAME, bare.version, FEATURE_SERVICE_TAG, "tip_v999")
-        with pytest.raises(ModelRejected, match="'tip_v999', which the Feast registry"):
+        with pytest.raises(ModelRejected, match="'tip_v999', which is not a scorer version"):
             load_scorer(world, store, alias="probe")
         with pytest.raises(ModelRejected, match="no tip-scorer version holds the alias"):
             load_scorer(world, store, alias="nobody")
@@ -154,7 +156,7 @@ def test_registry_on_postgres(world):
             champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
             assert decision.outcome == "promoted"
             assert str(champion.version) == report.version == "1"
-            assert champion.tags[FEATURE_SERVICE_TAG] == tip_scorer_v1.name
+            assert champion.tags[FEATURE_SERVICE_TAG] == tip_scorer_v2.name
             tables = db.execute(
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s",
                 (schema,),

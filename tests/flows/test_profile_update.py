@@ -6,7 +6,9 @@ from datetime import UTC, date, datetime, time, timedelta
 import pandas as pd
 import pytest
 
+from feature_repo.cohort_features import COHORT_KEY
 from feature_repo.data_sources import PROFILE_TABLE_DIR, PROFILE_TABLE_GLOB
+from flows.featurestore.cohort_table import read_cohorts, update_cohorts
 from flows.featurestore.offline_table import (
     partition_days,
     read_range,
@@ -14,7 +16,7 @@ from flows.featurestore.offline_table import (
     view,
 )
 from flows.featurestore.profile_update import state_days, state_root, update_profiles
-from flows.shards import Shard
+from flows.shards import WHOLE, Shard
 from flows.simulate import SimulateParams, simulate
 from service.events.lake import open_lake
 from service.events.models import Feedback, TaskCompleted
@@ -56,6 +58,41 @@ def full_table(settings: Settings, tmp_path) -> pd.DataFrame:
     shutil.rmtree(other.offline_location, ignore_errors=True)
     assert update_profiles(other, at(WORLD_END), full=True).mode == "full"
     return table(other)
+
+
+def cohorts(settings: Settings) -> pd.DataFrame:
+    return read_cohorts(settings, at(WORLD_END - timedelta(days=60)), at(WORLD_END))
+
+
+def full_cohorts(settings: Settings, tmp_path) -> pd.DataFrame:
+    """The cohort table a full, unsharded recompute writes, in a home of its own."""
+    other = Settings(home=tmp_path / "full-cohorts")
+    shutil.copytree(settings.home, other.home)
+    shutil.rmtree(other.offline_location, ignore_errors=True)
+    update = update_profiles(other, at(WORLD_END), full=True)
+    assert update_cohorts(other, update.days_computed, [WHOLE]) > 0
+    return cohorts(other)
+
+
+def test_daily_sharded_cohort_rows_equal_a_full_unsharded_recompute(home, tmp_path):
+    shards = Shard.all(3)
+    first = [update_profiles(home, at(START), shard=shard) for shard in shards]
+    update_cohorts(home, sorted({d for u in first for d in u.days_computed}), shards)
+    for day in (START + timedelta(days=i) for i in range(1, 5)):
+        daily = [update_profiles(home, at(day), shard=shard) for shard in shards]
+        update_cohorts(home, sorted({d for u in daily for d in u.days_computed}), shards)
+    expected = full_cohorts(home, tmp_path)
+    assert expected[COHORT_KEY].nunique() > 3 and len(expected) > 50
+    pd.testing.assert_frame_equal(cohorts(home), expected)
+
+
+def test_a_home_from_before_the_cohort_counts_recomputes_in_full(home):
+    update_profiles(home, at(WORLD_END - timedelta(days=1)))
+    place, root = state_root(home)
+    place.delete_dir(f"{root}/cohort_aggregates")
+    again = update_profiles(home, at(WORLD_END))
+    assert (again.mode, again.reason) == ("full", "no cohort counts kept (a home from before them)")
+    assert update_profiles(home, at(WORLD_END)).mode == "incremental"
 
 
 def test_daily_runs_write_exactly_what_a_full_recompute_writes(home, tmp_path):

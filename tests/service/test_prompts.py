@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.context_features import CONTEXT_FEATURES, request_context_features
 from feature_repo.profile_features import PROFILE_FEATURES
+from feature_repo.scorer_versions import TIP_SCORER_V1
 from service.api.request import RequestContext, Task
 from service.generation.prompt_blocks import (
     ANGLE_BRACKETS,
@@ -206,6 +207,7 @@ def test_prompt_facts_are_the_values_the_scorer_reads(category):
     read = feature_read(streak_days="stale", open_tasks_eod="stale")
     facts = build_prompt_context(read, REQUEST, category).facts
     row = model_frame(
+        TIP_SCORER_V1.columns,
         {name: np.array([value]) for name, value in read.profile.items()},
         {name: np.array([value]) for name, value in read.context.items()},
         np.array([category]),

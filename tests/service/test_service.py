@@ -17,7 +17,6 @@ from service.api.request import RequestContext
 from service.events.lake import open_lake
 from service.scoring.candidates import candidate_rows
 from service.scoring.feature_store import open_store
-from service.scoring.model_inputs import MODEL_FEATURES
 from service.scoring.model_registry import load_scorer, version_by_alias
 from service.scoring.online_features import OnlineFeatureReader
 from service.scoring.shadow import shadow_log
@@ -50,7 +49,7 @@ def score(client: TestClient, **changes) -> dict:
 def test_scores_every_candidate_best_first_as_the_champion_would(client, served_home):
     body = score(client)
     assert body["model"] == {"name": "tip-scorer", "version": "1"}
-    assert body["feature_service"] == "tip_scorer_v1"
+    assert body["feature_service"] == "tip_scorer_v2"
     assert body["degraded"] is False and body["fallbacks"] == {}
     scores = [c["score"] for c in body["candidates"]]
     assert len(scores) == 20 and scores == sorted(scores, reverse=True)
@@ -61,8 +60,9 @@ def test_scores_every_candidate_best_first_as_the_champion_would(client, served_
         "u000003", RequestContext.model_validate(CONTEXT), now=datetime.now(UTC)
     )
     categories = [c["category"] for c in CANDIDATES]
-    rows = candidate_rows(read.profile, read.context, categories)
-    expected = champion.model.predict_proba(pd.DataFrame(rows, columns=list(MODEL_FEATURES)))[:, 1]
+    rows = candidate_rows(champion.columns, read.profile, read.context, categories)
+    expected = champion.model.predict_proba(pd.DataFrame(rows, columns=list(champion.columns)))
+    expected = expected[:, 1]
     by_tip = {c["tip_id"]: c["score"] for c in body["candidates"]}
     assert np.allclose([by_tip[c["tip_id"]] for c in CANDIDATES], expected, rtol=1e-12)
 
