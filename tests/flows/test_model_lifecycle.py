@@ -1,6 +1,7 @@
 """train -> register -> promote through the gate, on a simulated world, with real MLflow
 (SQLite, and the local PostgreSQL) and real Prefect flows."""
 
+import shutil
 import uuid
 from datetime import timedelta
 
@@ -12,6 +13,7 @@ from feature_repo.cohort_features import COHORT_FEATURES
 from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.feature_services import tip_scorer_v2
 from feature_repo.profile_features import PROFILE_FEATURES
+from feature_repo.scorer_versions import TIP_SCORER_V1
 from flows.features import FeaturesParams, features
 from flows.modeling.registration import CARD_MARKDOWN, read_card
 from flows.modeling.training_set import NotEnoughData, validation_start
@@ -164,3 +166,31 @@ def test_registry_on_postgres(world):
             assert tables > 10  # MLflow's schema lives in Postgres, not in a SQLite file
         finally:
             db.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_a_v1_model_still_serves_and_a_v2_challenger_is_gated_against_it(world, tmp_path):
+    """A model of the older scorer version keeps serving with its own columns, and the gate
+    compares a v2 challenger with it on the challenger's rows, which hold v1's columns."""
+    home = Settings(home=tmp_path / "home")
+    shutil.copytree(world.home, home.home)
+    (home.data_dir / "mlflow.db").unlink(missing_ok=True)  # a registry of its own
+    client = registry_client(home)
+    training(TRAIN.model_copy(update={"feature_service": TIP_SCORER_V1.name}), home)
+    assert promote(home).outcome == "promoted"
+    champion = version_by_alias(client, CHAMPION)
+    assert champion.tags[FEATURE_SERVICE_TAG] == TIP_SCORER_V1.name
+    card = read_card(client, champion)
+    assert [d.name for d in card.inputs] == list(TIP_SCORER_V1.columns)
+
+    scorer = load_scorer(home, open_store(home))
+    assert scorer.columns == TIP_SCORER_V1.columns
+    profile = {f.name: np.full(2, f.fallback) for f in PROFILE_FEATURES}
+    context = {f.name: np.full(2, f.fallback) for f in CONTEXT_FEATURES}
+    rows = model_frame(scorer.columns, profile, context, np.array(["focus", "review"]))
+    served = scorer.accept_probability(rows.to_numpy())
+    assert np.allclose(served, scorer.model.predict_proba(rows)[:, 1], rtol=1e-12)
+
+    training(TRAIN, home)
+    decision = promote(home)
+    [beats] = [c for c in decision.checks if c.name == "beats_champion"]
+    assert beats.detail.startswith("log loss") and f"champion v{champion.version}" in beats.detail
