@@ -9,11 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
+from feature_repo.cohort_features import COHORT_FEATURES, COHORT_KEY
 from feature_repo.freshness import resolve_profiles
 from feature_repo.profile_features import PROFILE_AS_OF, PROFILE_FEATURES
 from flows.features import FeaturesParams, features
+from flows.featurestore.cohort_table import read_cohorts
 from flows.featurestore.offline_table import partition_days, read_range
-from flows.featurestore.show_online import OnlineShowParams, read_online
+from flows.featurestore.show_online import OnlineShowParams, latest_contexts, read_online
 from flows.simulate import SimulateParams, WorldExistsError, simulate
 from flows.simulation.world import World
 from service.events.lake import SCHEMAS, EventLake, open_lake
@@ -52,8 +54,25 @@ def expected_online(settings: Settings, user_ids: list[str]) -> dict[str, dict]:
 
 
 def online(settings: Settings, user_ids: list[str]) -> dict[str, dict]:
+    """The profile part of what serving reads (the cohort's counts are checked apart)."""
     reads = read_online(settings, OnlineShowParams(user_ids=user_ids, at=READ_AT))
-    return {u: read.profile for u, read in reads.items()}
+    return {
+        u: {f.name: read.profile[f.name] for f in PROFILE_FEATURES} for u, read in reads.items()
+    }
+
+
+def check_cohort_online(settings: Settings, user_id: str):
+    """Serving's cohort counts for `user_id` (keyed by the zone of their last logged request)
+    are the cohort table's latest row for that zone."""
+    [read] = read_online(settings, OnlineShowParams(user_ids=[user_id], at=READ_AT)).values()
+    zone = latest_contexts(open_lake(settings), {user_id})[user_id].timezone
+    rows = read_cohorts(settings, WORLD_END_TS - timedelta(days=30), READ_AT)
+    latest = rows[rows[COHORT_KEY] == zone].sort_values("event_timestamp").iloc[-1]
+    assert latest["event_timestamp"] == pd.Timestamp(WORLD_END, tz="UTC")
+    assert {f.name: read.profile[f.name] for f in COHORT_FEATURES} == {
+        f.name: int(latest[f.name]) for f in COHORT_FEATURES
+    }
+    assert not any(f.name in read.fallbacks for f in COHORT_FEATURES)
 
 
 def test_events_to_online_store_end_to_end(store_settings):
@@ -70,6 +89,7 @@ def test_events_to_online_store_end_to_end(store_settings):
     served = online(settings, users)
     assert served == expected_online(settings, users)
     assert served["nobody"] == {f.name: f.fallback for f in PROFILE_FEATURES}
+    check_cohort_online(settings, "u000007")
 
     # A rerun changes nothing.
     tables = read_range(settings, WORLD_END_TS - timedelta(days=30), READ_AT)

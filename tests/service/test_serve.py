@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from feature_repo.categories import TIP_CATEGORIES
+from feature_repo.cohort_features import COHORT_FEATURES
 from feature_repo.profile_features import PROFILE_FEATURES
 from service.settings import ENV_VARS, Settings
 from tests.service.test_http_boundary import SECRET, SECRET_BODY, SECRET_PATHS, TWO_MIB
@@ -70,7 +71,10 @@ def test_a_lost_store_and_a_dead_llm_still_get_answers(served_home, tmp_path):
             f"{url}/generate", json={"user_id": "u000005", "context": CONTEXT}, timeout=30
         ).json()
     assert scored["degraded"] is True
-    assert scored["fallbacks"] == {f.name: "store_unavailable" for f in PROFILE_FEATURES}
+    # The champion reads tip_scorer_v2: the profile and the request zone's cohort both fall back.
+    assert scored["fallbacks"] == {
+        f.name: "store_unavailable" for f in (*PROFILE_FEATURES, *COHORT_FEATURES)
+    }
     assert len(scored["candidates"]) == 8
     assert written["degraded"] is True and written["fallback_used"] is True
     assert written["model"] == "rules/tips-v1" and written["format_ok"]
