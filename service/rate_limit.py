@@ -40,7 +40,6 @@ from service.settings import Settings
 
 RATE_LIMIT = "rate_limit"
 REDIS_PREFIX = "tipml:rate:generate:"
-REDIS_BUDGET_S = 0.05
 MAX_TRACKED_USERS = 100_000
 
 
@@ -163,8 +162,8 @@ class RedisRateLimiter:
         redis_url: str,
         per_minute: int,
         burst: int,
+        budget: float,
         prefix: str = REDIS_PREFIX,
-        budget: float = REDIS_BUDGET_S,
     ) -> None:
         # Feast owns the connection string's format ("host:port[,db=N,password=...]"), as for
         # the online store and the bandit state; its module is imported only when Redis is.
@@ -209,5 +208,7 @@ def open_rate_limiter(settings: Settings) -> RateLimiter | None:
         return None
     burst = settings.generate_burst or settings.generate_rate
     if settings.rate_limit_store == "redis":
-        return RedisRateLimiter(settings.redis_url, settings.generate_rate, burst)
+        return RedisRateLimiter(
+            settings.redis_url, settings.generate_rate, burst, settings.store_budget_s
+        )
     return MemoryRateLimiter(settings.generate_rate, burst)

@@ -109,9 +109,6 @@ def _workers(value: str) -> int | str:
     return int(value)
 
 
-REMOTE_READ_BUDGET_S = 0.05
-
-
 class BentoArguments(BaseModel):
     """`bentoml build --arg scorer=<model tag>`: the scorer the Bento packs and serves.
 
@@ -169,7 +166,7 @@ class TipService:
             self.store,
             self.champion.feature_service,
             # An embedded SQLite read cannot hang; a network store can, and gets a budget.
-            budget=None if settings.online_store == "sqlite" else REMOTE_READ_BUDGET_S,
+            budget=None if settings.online_store == "sqlite" else settings.store_budget_s,
         )
         self.shadow = self._shadow(settings)
         self.sink = open_sink(settings, writer_id=f"service-{uuid.uuid4().hex[:12]}")

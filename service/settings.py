@@ -25,6 +25,7 @@ ENV_VARS = {
     "generate_rate": "TIPML_GENERATE_RATE",
     "generate_burst": "TIPML_GENERATE_BURST",
     "rate_limit_store": "TIPML_RATE_LIMIT_STORE",
+    "store_budget_ms": "TIPML_STORE_BUDGET_MS",
 }
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 NatsUrl = Annotated[str, Field(pattern=r"^(nats|tls|ws|wss)://\S+$")]
@@ -120,6 +121,15 @@ class Settings(BaseModel):
         "and replicas, in the Redis at redis_url.",
     )
 
+    store_budget_ms: int = Field(
+        default=50,
+        ge=1,
+        le=60_000,
+        description="Time budget in ms of each call to a networked store on the request path "
+        "(the Redis online store, the Redis rate limit); past it the request takes its fallback "
+        "and says so in dependency_fallbacks.",
+    )
+
     @model_validator(mode="after")
     def _burst_needs_a_rate(self) -> "Settings":
         if self.generate_burst is not None and self.generate_rate is None:
@@ -131,6 +141,10 @@ class Settings(BaseModel):
         return cls.model_validate(
             {field: os.environ[var] for field, var in ENV_VARS.items() if os.environ.get(var)}
         )
+
+    @property
+    def store_budget_s(self) -> float:
+        return self.store_budget_ms / 1000
 
     @property
     def data_dir(self) -> Path:
