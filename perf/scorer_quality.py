@@ -46,13 +46,21 @@ The rows are tip_scorer_v2's (feature_repo/scorer_versions.py), which hold v1's 
                     the true preferred hour in place of its estimate (with everything computed
                     from it); all three, the ceiling model's inputs. What a probe gains over
                     its baseline is what a better estimate of that trait could still win.
+                    Last, the GBM on v2 given the Bayes posterior's estimates of the traits
+                    (flows/simulation/posterior.py): what the best estimates history allows
+                    could still win.
+  bound             the Bayes-optimal probability of each validation row given the user's
+                    history and the world's exact structure (flows/simulation/posterior.py):
+                    what no scorer can beat on these rows. Whether the goal is reachable at all
+                    is read off it.
 
 Printed: the load average first; per seed the rows, the observable ceiling, oracle and
 baseline; a table per row of validation log loss, AUC, AUC / observable ceiling (that seed's,
 on the same rows, flows/modeling/ceiling.py) and ECE (flows/modeling/evaluation.py), as the
 mean and the worst seed (min AUC, max log loss and ECE), the mean difference from the
 baseline, the seeds won on both and KEEP/DROP; then each seed's differences; the tuned GBM's
-choices; the verdict. Every comparison is between rows of the same run: the machine is shared
+choices; the verdict; each seed's AUC over the observable ceiling and over the bound; whether
+the goal is reachable at all. Every comparison is between rows of the same run: the machine is shared
 and noisy, and only the fit seconds depend on it.
 
     .venv/bin/python -m perf.scorer_quality [--seeds 42 43 44] [--users 500] [--days 35]
@@ -90,6 +98,7 @@ from flows.modeling.ceiling import (
 from flows.modeling.evaluation import Metrics, evaluate
 from flows.modeling.scorer_models import CANDIDATES, fit_candidates
 from flows.modeling.training_set import TrainingSet, split_training_set, validation_start
+from flows.simulation.posterior import POSTERIOR_FEATURES, history_posteriors
 from flows.training import TrainParams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,6 +280,7 @@ def load(scratch: Path, args: argparse.Namespace, seed: int) -> Seed:
     rows = pd.read_parquet(where / "rows.parquet")
     if not set(V2) <= set(rows.columns):
         raise SystemExit(f"seed {seed}: the cached rows are not tip_scorer_v2's: delete {where}")
+    rows = rows.join(history_posteriors(rows, users))
     data = split_training_set(rows, AS_OF, params.validation_days, params.min_rows, V2)
     truth_train = ceiling_inputs(data.train, users, V2)
     truth_valid = ceiling_inputs(data.valid, users, V2)
@@ -380,13 +390,15 @@ HOURS = tuple(
     f for f in V2 if f in ("preferred_hour", "hour_gap", "in_preferred_window") or "hour_gap" in f
 )
 NOT_HOURS = tuple(f for f in V2 if f not in HOURS)
+POSTERIOR = POSTERIOR_FEATURES
 BASELINE = "tip_scorer_v1 (baseline)"
+HISTORY_BOUND = "bound: Bayes from history"
 
 
 @dataclass(frozen=True)
 class Row:
     name: str
-    kind: str  # "current", "variant" (KEEP/DROP) or "probe"
+    kind: str  # "current", "variant" (KEEP/DROP), "probe" or "bound"
     run: Run
 
 
@@ -407,6 +419,8 @@ def rows(grid: str | None) -> list[Row]:
         Row("probe: + true receptivity", "probe", probe(V2, ("true_receptivity",))),
         Row("probe: true preferred_hour", "probe", probe(NOT_HOURS, HOURS)),
         Row("probe: all three (ceiling model)", "probe", probe((), ceiling_model_inputs(V2))),
+        Row("probe: + posterior from history", "probe", on_inputs((*V2, *POSTERIOR), tree)),
+        Row(HISTORY_BOUND, "bound", lambda s: Fit(s.data.valid["p_history"].to_numpy())),
     ]
 
 
@@ -499,6 +513,21 @@ def report(table: list[Row], results: dict[str, dict[int, Result]], seeds: list[
     print("probes, mean AUC gained over the same GBM on the estimates:")
     for name in sorted(probes, key=gain, reverse=True):
         print(f"  {name:<33}{gain(name):+.4f}")
+    bound = [results[HISTORY_BOUND][s].metrics.auc_to_ceiling or 0.0 for s in seeds]
+    print("\nAUC / observable ceiling, and / the Bayes bound from history, per seed")
+    print(f"{'':<33}" + "".join(f"{'seed ' + str(s):>20}" for s in seeds))
+    for row in table:
+        cells = (
+            f"{m.auc_to_ceiling or 0.0:.4f} / {m.auc / results[HISTORY_BOUND][s].metrics.auc:.4f}"
+            for s, m in ((s, results[row.name][s].metrics) for s in seeds)
+        )
+        print(f"{row.name:<33}" + "".join(f"{c:>20}" for c in cells))
+    reachable = "reachable" if min(bound) >= GOAL_TO_CEILING else "NOT reachable"
+    print(
+        f"the goal from the history the world holds, by the Bayes-optimal scorer that knows the "
+        f"world's structure: {reachable} (AUC/ceiling {np.mean(bound):.4f} mean, "
+        f"{min(bound):.4f} at worst)"
+    )
 
 
 def main() -> None:

@@ -75,6 +75,14 @@ class SimUser(BaseModel):
     receptivity: dict[str, float]
 
 
+# How a user departs from their persona (`World._make_user`): base logit and each category's
+# receptivity by N(0, TRAIT_SD), preferred hour by N(0, HOUR_SD) before rounding.
+TRAIT_SD = 0.3
+HOUR_SD = 1.0
+# The acceptance logit lost per hour between the local hour and the preferred one.
+HOUR_GAP_COEF = 0.3
+
+
 def hour_gap(a: float, b: float) -> float:
     diff = abs(a - b) % 24
     return min(diff, 24 - diff)
@@ -94,7 +102,7 @@ def p_accept(
     logit = (
         user.base_logit
         + user.receptivity[category]
-        - 0.3 * hour_gap(local_hour, user.preferred_hour)
+        - HOUR_GAP_COEF * hour_gap(local_hour, user.preferred_hour)
         + PROMPT_EFFECT[prompt_version]
         - 0.05 * tips_shown_7d
     )
@@ -361,11 +369,11 @@ class World:
             user_id=user_id(index),
             persona=persona.name,
             timezone=str(rng.choice(persona.timezones)),
-            preferred_hour=round(persona.active_hour + rng.normal(0, 1.0)) % 24,
+            preferred_hour=round(persona.active_hour + rng.normal(0, HOUR_SD)) % 24,
             first_day=int(rng.integers(1, self.days)) if newcomer else 0,
-            base_logit=persona.base_logit + float(rng.normal(0, 0.3)),
+            base_logit=persona.base_logit + float(rng.normal(0, TRAIT_SD)),
             receptivity={
-                c: persona.receptivity[c] + float(rng.normal(0, 0.3)) for c in TIP_CATEGORIES
+                c: persona.receptivity[c] + float(rng.normal(0, TRAIT_SD)) for c in TIP_CATEGORIES
             },
         )
 
