@@ -60,8 +60,8 @@ on the same rows, flows/modeling/ceiling.py) and ECE (flows/modeling/evaluation.
 mean and the worst seed (min AUC, max log loss and ECE), the mean difference from the
 baseline, the seeds won on both and KEEP/DROP; then each seed's differences; the tuned GBM's
 choices; the verdict; each seed's AUC over the observable ceiling and over the bound; whether
-the goal is reachable at all. Every comparison is between rows of the same run: the machine is shared
-and noisy, and only the fit seconds depend on it.
+the goal is reachable at all. Every comparison is between rows of the same run: the machine is
+shared and noisy, and only the fit seconds depend on it.
 
     .venv/bin/python -m perf.scorer_quality [--seeds 42 43 44] [--users 500] [--days 35]
                                             [--scratch DIR] [--keep] [--grid default|quick|wide]
