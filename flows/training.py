@@ -4,12 +4,13 @@ scorer -> MLflow run, registered version `tip-scorer@challenger`, model card.
 Each step is a task over flows/modeling/: build (the labelled impressions, then the
 point-in-time read), split (by day, or NotEnoughData), fit (every candidate; the lowest
 validation log loss is chosen), ceiling (on a simulated world, the chosen learner fitted
-again on the users' true traits: flows/modeling/ceiling.py), evaluate (metrics against the
-oracle and the ceilings, fairness slices) and register (run, version, tags, card, alias).
+again on the users' true traits: flows/modeling/ceiling.py), bound (on a simulated world,
+the Bayes-optimal scores from the users' history), evaluate (metrics against the oracle and
+the ceilings, fairness slices) and register (run, version, tags, card, alias).
 Only the build's tasks retry: they read the event log and the Feast offline store and write
-nothing, so another try is safe and may outlast a passing I/O error. Split, fit, ceiling and
-evaluate are deterministic and would fail the same way again; a retried register would log a
-second run and register a second version.
+nothing, so another try is safe and may outlast a passing I/O error. Split, fit, ceiling,
+bound and evaluate are deterministic and would fail the same way again; a retried register
+would log a second run and register a second version.
 
 The build runs per user shard, one task each in the subflow `training-set-shards`
 (flows/training_shards.py) on the runner TIPML_DASK_ADDRESS names. In threads (no
@@ -22,6 +23,7 @@ import time
 from datetime import UTC, datetime
 from typing import Self
 
+import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -29,7 +31,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from feature_repo.bounds import UtcDatetime
 from feature_repo.scorer_versions import SCORER_VERSIONS
-from flows.modeling.ceiling import CeilingModel, fit_ceiling_model
+from flows.modeling.ceiling import CeilingModel, fit_ceiling_model, history_bound
 from flows.modeling.evaluation import Evaluation, Metrics, evaluate_scorer
 from flows.modeling.registration import register_scorer
 from flows.modeling.scorer_models import CANDIDATES, Candidates, Fitted, fit_candidates
@@ -88,13 +90,21 @@ def ceiling(
 
 
 @task(cache_policy=NO_CACHE)
+def bound(data: TrainingSet, world_users: pd.DataFrame | None) -> np.ndarray | None:
+    return history_bound(data, world_users)
+
+
+@task(cache_policy=NO_CACHE)
 def evaluate(
     data: TrainingSet,
     chosen: Fitted,
     world_users: pd.DataFrame | None,
     ceiling_model: CeilingModel | None,
+    history: np.ndarray | None,
 ) -> Evaluation:
-    return evaluate_scorer(chosen.model, data.valid, data.columns, world_users, ceiling_model)
+    return evaluate_scorer(
+        chosen.model, data.valid, data.columns, world_users, ceiling_model, history
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -135,7 +145,7 @@ def training(params: TrainParams | None = None, settings: Settings | None = None
     chosen = candidates.chosen
     world_users = read_world_users(settings)
     ceiling_model = ceiling(data, chosen, world_users)
-    evaluation = evaluate(data, chosen, world_users, ceiling_model)
+    evaluation = evaluate(data, chosen, world_users, ceiling_model, bound(data, world_users))
     version = register(settings, params, data, candidates, evaluation, build_seconds, ceiling_model)
 
     report = TrainReport(

@@ -11,10 +11,15 @@ On the same validation rows as the scorer (flows/modeling/evaluation.py):
   users' true traits in place of the features' estimates of them (`ceiling_inputs`). Its gap
   to the scorer is what better estimates of the traits could win; its gap to the observable
   ceiling is what the learner and the rest of the inputs leave.
+- history bound AUC: the Bayes-optimal probability given each user's earlier outcomes in the
+  training and validation rows and the world's exact structure
+  (flows/simulation/posterior.py). The observable ceiling knows the users' traits; a scorer
+  has their history, which reveals them only in part. No scorer can beat this bound on these
+  rows, so AUC / bound says how much of the gap any scorer could still close.
 
 Each needs the simulator's truth: the observable ceiling the oracle probability logged with
-each impression, the ceiling model the world's users (flows/simulate.py writes them). Without
-it, that ceiling is None.
+each impression, the ceiling model and the bound the world's users too (flows/simulate.py
+writes them). Without it, that ceiling is None.
 """
 
 import time
@@ -30,6 +35,7 @@ from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.profile_features import PROFILE_FEATURES
 from flows.modeling.training_set import TrainingSet
+from flows.simulation.posterior import history_posteriors
 from flows.simulation.world import observable_p_accept
 
 # Inputs the ceiling model has beside the scorer's: the user's true base acceptance logit and
@@ -108,3 +114,15 @@ def fit_ceiling_model(
     model.fit(x_train, data.y_train)
     seconds = time.perf_counter() - started
     return CeilingModel(p_accept=model.predict_proba(x_valid)[:, 1], fit_seconds=seconds)
+
+
+def history_bound(data: TrainingSet, users: pd.DataFrame | None) -> np.ndarray | None:
+    """The history bound's probability of each validation row, from the users' outcomes in
+    the training and validation rows before it; None without the world's truth of every row."""
+    if users is None:
+        return None
+    rows = pd.concat([data.train, data.valid], ignore_index=True)
+    known = rows["user_id"].astype(str).isin(users["user_id"].astype(str)).all()
+    if not known or oracle_p(rows) is None:
+        return None
+    return history_posteriors(rows, users)["p_history"].to_numpy()[len(data.train) :]

@@ -25,11 +25,13 @@ class Metrics(BaseModel):
     brier: float
     ece: float
     # Simulated worlds only (flows/modeling/ceiling.py): the true probability's AUC, the same
-    # with the prompt version averaged out (the observable ceiling), and the AUC of the
-    # scorer's learner given the users' true traits (the ceiling model).
+    # with the prompt version averaged out (the observable ceiling), the AUC of the scorer's
+    # learner given the users' true traits (the ceiling model), and the Bayes-optimal AUC
+    # from the users' history (the history bound).
     oracle_auc: float | None = None
     ceiling_auc: float | None = None
     ceiling_model_auc: float | None = None
+    bound_auc: float | None = None
 
     @property
     def auc_to_oracle(self) -> float | None:
@@ -39,13 +41,18 @@ class Metrics(BaseModel):
     def auc_to_ceiling(self) -> float | None:
         return self.auc / self.ceiling_auc if self.ceiling_auc else None
 
+    @property
+    def auc_to_bound(self) -> float | None:
+        return self.auc / self.bound_auc if self.bound_auc else None
+
     def discrimination(self) -> str:
         """The model's AUC beside the ceilings and the oracle, on one line."""
         return (
             f"AUC {self.auc:.4f} | observable ceiling AUC {_auc(self.ceiling_auc)} "
             f"(AUC/ceiling {_ratio(self.auc_to_ceiling)}) | oracle AUC {_auc(self.oracle_auc)} "
             f"(AUC/oracle {_ratio(self.auc_to_oracle)}) | ceiling model AUC "
-            f"{_auc(self.ceiling_model_auc)}"
+            f"{_auc(self.ceiling_model_auc)} | history bound AUC {_auc(self.bound_auc)} "
+            f"(AUC/bound {_ratio(self.auc_to_bound)})"
         )
 
 
@@ -91,9 +98,11 @@ def evaluate(
     oracle: np.ndarray | None = None,
     ceiling: np.ndarray | None = None,
     ceiling_model: np.ndarray | None = None,
+    bound: np.ndarray | None = None,
 ) -> Metrics:
     """Metrics of predictions `p` of labels `y`, with the AUC of each reference scoring of the
-    same rows that is given: the oracle's, the observable ceiling's, the ceiling model's."""
+    same rows that is given: the oracle's, the observable ceiling's, the ceiling model's, the
+    history bound's."""
     y = np.asarray(y, dtype=np.int64)
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
 
@@ -110,6 +119,7 @@ def evaluate(
         oracle_auc=auc(oracle),
         ceiling_auc=auc(ceiling),
         ceiling_model_auc=auc(ceiling_model),
+        bound_auc=auc(bound),
     )
 
 
@@ -158,9 +168,11 @@ def evaluate_scorer(
     columns: tuple[str, ...],
     world_users: pd.DataFrame | None,
     ceiling_model: CeilingModel | None = None,
+    bound: np.ndarray | None = None,
 ) -> Evaluation:
     """Metrics against the oracle and the ceilings, and fairness slices, of `model` on the
-    validation rows (its inputs: `columns`); `ceiling_model` was scored on the same rows."""
+    validation rows (its inputs: `columns`); `ceiling_model` and the history `bound` were
+    scored on the same rows."""
     p_accept = model.predict_proba(valid[list(columns)])[:, 1]
     y = valid["accepted"].to_numpy()
     return Evaluation(
@@ -172,6 +184,7 @@ def evaluate_scorer(
             oracle=oracle_p(valid),
             ceiling=observable_ceiling(valid),
             ceiling_model=None if ceiling_model is None else ceiling_model.p_accept,
+            bound=bound,
         ),
         fairness=slice_table(y, p_accept, fairness_slices(valid, world_users)),
     )

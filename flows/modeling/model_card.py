@@ -28,8 +28,10 @@ CEILINGS = (
     "drawn after scoring. Observable ceiling AUC: the same with the prompt version averaged "
     "out, the best ranking of a scorer that knows each user's true traits. Ceiling model AUC: "
     "this model's learner on the same rows, given the users' true traits in place of the "
-    "features' estimates. All three need a simulated world: '-' without one. The gate reads "
-    "AUC / oracle (flows/modeling/gates.py).",
+    "features' estimates. History bound AUC: the Bayes-optimal probability given each user's "
+    "earlier outcomes and the world's exact structure, which no scorer can beat on these rows "
+    "(AUC / bound: how much of the gap any scorer could still close). All four need a "
+    "simulated world: '-' without one. The gate reads AUC / oracle (flows/modeling/gates.py).",
 )
 # MLflow's model_versions.description column (VARCHAR(5000) on PostgreSQL and MySQL).
 DESCRIPTION_LIMIT = 5000
@@ -158,12 +160,12 @@ class ModelCard(BaseModel):
             "",
             "## Offline metrics (validation)",
             "| AUC | observable ceiling AUC | AUC / ceiling | oracle AUC | AUC / oracle "
-            "| ceiling model AUC | log loss | Brier | ECE |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| ceiling model AUC | history bound AUC | AUC / bound | log loss | Brier | ECE |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             f"| {m.auc:.4f} | {_fmt(m.ceiling_auc, '.4f')} | {_fmt(m.auc_to_ceiling, '.4f')} | "
             f"{_fmt(m.oracle_auc, '.4f')} | {_fmt(m.auc_to_oracle, '.4f')} | "
-            f"{_fmt(m.ceiling_model_auc, '.4f')} | {m.log_loss:.4f} | {m.brier:.4f} | "
-            f"{m.ece:.4f} |",
+            f"{_fmt(m.ceiling_model_auc, '.4f')} | {_fmt(m.bound_auc, '.4f')} | "
+            f"{_fmt(m.auc_to_bound, '.4f')} | {m.log_loss:.4f} | {m.brier:.4f} | {m.ece:.4f} |",
             "",
             *CEILINGS,
             "",

@@ -99,8 +99,9 @@ def _log_run_record(
         }
     )
     known = {
-        # The ceiling's ratio and fit, when there is one (simulated worlds).
+        # The ceilings' ratios and fit, when there are (simulated worlds).
         "valid_auc_to_ceiling": metrics.auc_to_ceiling,
+        "valid_auc_to_bound": metrics.auc_to_bound,
         "ceiling_fit_seconds": ceiling_fit_seconds,
     }
     mlflow.log_metrics(

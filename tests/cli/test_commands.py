@@ -35,6 +35,7 @@ def test_demo_then_the_card_then_feast_cli_on_its_repo(tmp_path):
     assert "150 users online" in demo.stdout
     assert "registered as challenger" in demo.stdout and "oracle AUC" in demo.stdout
     assert "observable ceiling AUC 0." in demo.stdout and "ceiling model AUC 0." in demo.stdout
+    assert "history bound AUC 0." in demo.stdout
     # A small world may or may not pass the gate; either way the decision is on the card.
     outcome = demo.stdout.split("promote: ")[1].split(":")[0]
     assert outcome in {"promoted", "kept"}

@@ -15,6 +15,7 @@ from flows.modeling.ceiling import (
     ceiling_inputs,
     ceiling_model_inputs,
     fit_ceiling_model,
+    history_bound,
     observable_ceiling,
 )
 from flows.modeling.evaluation import evaluate
@@ -181,17 +182,67 @@ def test_the_ceiling_model_is_scored_on_the_validation_rows():
     assert model.p_accept.shape == (3,) and model.fit_seconds >= 0
 
 
-def test_metrics_carry_three_aucs_and_the_ratios_to_each_ceiling():
+def test_metrics_carry_four_aucs_and_the_ratios_to_each_ceiling():
     rng = np.random.default_rng(0)
     truth = rng.uniform(0.01, 0.6, 5000)
     y = (rng.random(truth.size) < truth).astype(int)
     noisy = truth + rng.normal(0, 0.1, truth.size)
-    m = evaluate(y, noisy, oracle=truth, ceiling=truth, ceiling_model=truth)
-    assert m.ceiling_auc == m.oracle_auc == m.ceiling_model_auc
+    m = evaluate(y, noisy, oracle=truth, ceiling=truth, ceiling_model=truth, bound=truth)
+    assert m.ceiling_auc == m.oracle_auc == m.ceiling_model_auc == m.bound_auc
     assert m.auc_to_ceiling == pytest.approx(m.auc / m.ceiling_auc) and m.auc_to_ceiling < 1
+    assert m.auc_to_bound == pytest.approx(m.auc / m.bound_auc)
     line = m.discrimination()
-    for part in ("observable ceiling AUC", "AUC/ceiling", "oracle AUC", "ceiling model AUC"):
+    for part in (
+        "observable ceiling AUC",
+        "AUC/ceiling",
+        "oracle AUC",
+        "ceiling model AUC",
+        "history bound AUC",
+        "AUC/bound",
+    ):
         assert part in line
     bare = evaluate(y, noisy).discrimination()
     assert "observable ceiling AUC unknown (AUC/ceiling -)" in bare
-    assert bare.endswith("ceiling model AUC unknown")
+    assert bare.endswith("ceiling model AUC unknown | history bound AUC unknown (AUC/bound -)")
+
+
+def test_the_history_bound_scores_the_validation_rows_from_earlier_outcomes():
+    # One user, 6 days: 5 impressions a day, the last two days validate.
+    start = END - timedelta(days=6)
+    stamps = [start + timedelta(days=d, hours=8 + h) for d in range(6) for h in range(5)]
+    category = [TIP_CATEGORIES[i % len(TIP_CATEGORIES)] for i in range(len(stamps))]
+    local = [t.astimezone(ZoneInfo(USER.timezone)) for t in stamps]
+    oracle = [
+        p_accept(USER, c, t.hour + t.minute / 60, 3, 0, 0, 2, "v1")
+        for c, t in zip(category, local, strict=True)
+    ]
+    frame = pd.DataFrame(
+        {
+            "user_id": USER.user_id,
+            "event_timestamp": pd.to_datetime(stamps),
+            "category": category,
+            "prompt_version": "v1",
+            "oracle_p_accept": oracle,
+            "accepted": [i % 3 == 0 for i in range(len(stamps))],
+        }
+    ).astype({"accepted": "int64"})
+    split = END - timedelta(days=2)
+    data = TrainingSet(
+        train=frame[frame.event_timestamp < split],
+        valid=frame[frame.event_timestamp >= split],
+        validation_start=split,
+        as_of=END,
+        columns=COLUMNS,
+    )
+    users = pd.DataFrame([USER.model_dump()])
+    bound = history_bound(data, users)
+    assert bound.shape == (10,) and ((bound > 0) & (bound < 1)).all()
+    # A validation row is scored from the outcomes before its day: other outcomes on the first
+    # validation day move the second day's scores, not its own.
+    first_day = data.valid.event_timestamp < split + timedelta(days=1)
+    flipped = data.valid.copy()
+    flipped.loc[first_day, "accepted"] = 1 - flipped.loc[first_day, "accepted"]
+    moved = history_bound(TrainingSet(data.train, flipped, split, END, COLUMNS), users)
+    assert moved[:5] == pytest.approx(bound[:5]) and (moved[5:] != bound[5:]).all()
+    assert history_bound(data, None) is None
+    assert history_bound(data, users.assign(user_id="someone-else")) is None

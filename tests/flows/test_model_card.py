@@ -38,6 +38,7 @@ def card(decisions: int) -> ModelCard:
             oracle_auc=0.76,
             ceiling_auc=0.75,
             ceiling_model_auc=0.74,
+            bound_auc=0.7272,
         ),
         fairness=[
             SliceRow(
@@ -75,14 +76,17 @@ def test_markdown_holds_every_section_and_every_input():
     assert all(f"| {doc.name} |" in text for doc in feature_docs("tip_scorer_v2"))
     assert "| persona | parent | 800 | 0.700 | 0.120 | 0.150 | 0.030 |" in text
     assert card(2).version == "3"
-    # Model, observable ceiling, oracle, each ratio, and the ceiling model.
-    assert "| 0.7200 | 0.7500 | 0.9600 | 0.7600 | 0.9474 | 0.7400 | 0.3500 |" in text
+    # Model, observable ceiling, oracle, each ratio, the ceiling model and the history bound.
+    assert (
+        "| 0.7200 | 0.7500 | 0.9600 | 0.7600 | 0.9474 | 0.7400 | 0.7272 | 0.9901 | 0.3500 |" in text
+    )
 
 
 def test_without_a_simulated_world_the_ceilings_are_dashes():
     unknown = {"oracle_auc": None, "ceiling_auc": None, "ceiling_model_auc": None}
+    unknown |= {"bound_auc": None}
     bare = card(1).model_copy(update={"metrics": card(1).metrics.model_copy(update=unknown)})
-    assert "| 0.7200 | - | - | - | - | - | 0.3500 |" in bare.to_markdown()
+    assert "| 0.7200 | - | - | - | - | - | - | - | 0.3500 |" in bare.to_markdown()
     assert "observable ceiling AUC unknown" in bare.summary()
 
 
@@ -94,5 +98,6 @@ def test_description_fits_the_registry_and_keeps_the_latest_decisions():
     assert "model_card.md" in text
     assert (
         "AUC 0.7200 | observable ceiling AUC 0.7500 (AUC/ceiling 0.960) | oracle AUC 0.7600 "
-        "(AUC/oracle 0.947) | ceiling model AUC 0.7400"
+        "(AUC/oracle 0.947) | ceiling model AUC 0.7400 | history bound AUC 0.7272 "
+        "(AUC/bound 0.990)"
     ) in text

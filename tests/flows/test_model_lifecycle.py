@@ -65,8 +65,9 @@ def test_train_promote_then_a_reasoned_second_decision(world):
 
     card = read_card(client, challenger)
     assert card.metrics.oracle_auc and card.metrics.auc_to_oracle > 0.8
-    # A simulated world: both ceilings are known, and the model does not beat the ceiling model.
-    assert card.metrics.ceiling_auc and card.metrics.ceiling_model_auc
+    # A simulated world: the ceilings and the bound are known, and the model does not beat
+    # the ceiling model.
+    assert card.metrics.ceiling_auc and card.metrics.ceiling_model_auc and card.metrics.bound_auc
     assert card.metrics.auc <= card.metrics.ceiling_model_auc
     assert report.ceiling_fit_seconds is not None
     assert {s.slice for s in card.fairness} == {"persona", "timezone_region", "tenure"}
@@ -80,6 +81,7 @@ def test_train_promote_then_a_reasoned_second_decision(world):
     assert run.data.metrics["valid_ceiling_model_auc"] == pytest.approx(
         card.metrics.ceiling_model_auc
     )
+    assert run.data.metrics["valid_auc_to_bound"] == pytest.approx(card.metrics.auc_to_bound)
 
     first = promote(world)
     assert first.outcome == "promoted" and "first champion" in first.reason
