@@ -39,6 +39,11 @@ The rows are tip_scorer_v2's (feature_repo/scorer_versions.py), which hold v1's 
     GBM + cohort    the GBM on v1 plus COHORT_RATES (the request zone's smoothed rates).
     tip_scorer_v2   what `tipml train` chooses now: every candidate on v2's columns (v1, the
                     crosses and the cohort rates).
+    user effects    the GBM on v2 plus each user's effects over a population model
+                    (feature_repo/user_effects.py): the GBM on v2's shared columns (POPULATION)
+                    gives each row an offset; the user's base and per-category effects on top
+                    of it, their Laplace posterior from the user's outcomes before the row's
+                    day, are three more inputs. A candidate for v3, not yet a feature.
   probes            not deployable: the GBM on v2's columns (the probes' own baseline), then
                     given one of the user's true traits (the world's users,
                     flows/modeling/ceiling.py): the true base_logit beside the rates that
@@ -89,6 +94,7 @@ from sklearn.base import BaseEstimator
 from feature_repo.candidate_features import COHORT_RATES, CROSS_FEATURES
 from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.scorer_versions import CATEGORY_COLUMNS, TIP_SCORER_V1, TIP_SCORER_V2
+from feature_repo.user_effects import user_effects
 from flows.modeling.ceiling import (
     ceiling_inputs,
     ceiling_model_inputs,
@@ -100,6 +106,7 @@ from flows.modeling.scorer_models import CANDIDATES, fit_candidates
 from flows.modeling.training_set import TrainingSet, split_training_set, validation_start
 from flows.simulation.posterior import POSTERIOR_FEATURES, history_posteriors
 from flows.training import TrainParams
+from service.events.models import ATTRIBUTION_WINDOW
 
 REPO = Path(__file__).resolve().parents[1]
 END = date(2026, 11, 20)  # the first UTC day after each world, as SimulateParams.end
@@ -180,6 +187,21 @@ RATES = (
 V1 = TIP_SCORER_V1.columns
 V2 = TIP_SCORER_V2.columns
 WITH_CROSSES = (*V1, *CROSS_FEATURES)  # each category indicator times a request input
+
+# --- (g) the user's effects over a population model ------------------------------------------
+#
+# The population model sees what users share: v2's columns but the user's own accept rates,
+# preferred hour and what is computed from them (crosses included).
+OWN_RATES_AND_HOURS = (
+    "tip_accept_rate_28d",
+    *(f"accept_rate_{c}_28d" for c in TIP_CATEGORIES),
+    "category_affinity",
+    "category_lift",
+    "preferred_hour",
+    "hour_gap",
+    "in_preferred_window",
+)
+POPULATION = tuple(f for f in V2 if f.split("_x_")[-1] not in OWN_RATES_AND_HOURS)
 
 
 def logit_rates(x: pd.DataFrame) -> pd.DataFrame:
@@ -402,6 +424,21 @@ class Row:
     run: Run
 
 
+def with_user_effects(s: Seed) -> Fit:
+    """The GBM on v2 plus USER_EFFECTS (feature_repo/user_effects.py): the population model
+    (the GBM on POPULATION) is fitted on the training days and gives every row its offset; each
+    row's effects come from its user's outcomes settled before its day, training and
+    validation days alike (as a daily batch step would compute them)."""
+    population = CANDIDATES[GBM]().fit(s.data.train[list(POPULATION)], s.data.y_train)
+    rows = pd.concat([s.data.train, s.data.valid], ignore_index=True)
+    p = np.clip(population.predict_proba(rows[list(POPULATION)])[:, 1], 1e-6, 1 - 1e-6)
+    effects = user_effects(rows, np.log(p / (1 - p)), ATTRIBUTION_WINDOW)
+    x = pd.concat([rows[list(V2)], effects], axis=1)
+    train = np.arange(len(rows)) < len(s.data.train)
+    model = CANDIDATES[GBM]().fit(x[train], s.data.y_train)
+    return Fit(model.predict_proba(x[~train])[:, 1])
+
+
 def rows(grid: str | None) -> list[Row]:
     lr, tree = CANDIDATES["logistic_regression"], CANDIDATES[GBM]
     tuned_gbm = [] if grid is None else [Row("(a) tuned GBM", "variant", tuned(GRIDS[grid]))]
@@ -414,6 +451,7 @@ def rows(grid: str | None) -> list[Row]:
         Row("(d) GBM + crosses", "variant", on_inputs(WITH_CROSSES, tree)),
         Row("(e) GBM + cohort rates", "variant", on_inputs((*V1, *COHORT_RATES), tree)),
         Row("(f) tip_scorer_v2 (d + e)", "variant", chosen_by_training(V2)),
+        Row("(g) GBM on v2 + user effects", "variant", with_user_effects),
         Row("probe: GBM on v2", "probe", probe(V2, ())),
         Row("probe: + true base_logit", "probe", probe(V2, ("true_base_logit",))),
         Row("probe: + true receptivity", "probe", probe(V2, ("true_receptivity",))),

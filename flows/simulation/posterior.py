@@ -28,14 +28,13 @@ Pure: frames in, frames out. Ground truth (the world's users, the oracle probabi
 so it runs on simulated data only, like the other ceilings (flows/modeling/ceiling.py).
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 from scipy.special import expit, log_ndtr
 
 from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.personas import PERSONAS, Persona
+from feature_repo.user_effects import category_design, daily_history, fit_posterior
 from flows.simulation.world import (
     HOUR_GAP_COEF,
     HOUR_SD,
@@ -47,8 +46,6 @@ from service.events.models import ATTRIBUTION_WINDOW
 
 # What `history_posteriors` estimates of the user, as inputs a learner can be given.
 POSTERIOR_FEATURES = ("post_base_logit", "post_receptivity", "post_user_logit")
-NEWTON_STEPS = 25
-NEWTON_TOLERANCE = 1e-8
 # Preferred hours whose prior is below this are not considered (a 4-sigma draw).
 MIN_HOUR_PRIOR = 1e-5
 
@@ -70,59 +67,6 @@ def hour_prior(active_hour: float) -> tuple[np.ndarray, np.ndarray]:
     prior = np.bincount(hours, weights=mass, minlength=24)
     keep = prior >= MIN_HOUR_PRIOR
     return np.flatnonzero(keep).astype(float), prior[keep] / prior[keep].sum()
-
-
-@dataclass(frozen=True)
-class Posterior:
-    """One user's posterior after each of d cut-offs, under each of k candidate hours:
-    `mode` (k, d, 5) and `cov` (k, d, 5, 5) of the Gaussian at the mode, `weight` (d, k) of
-    the hours."""
-
-    mode: np.ndarray
-    cov: np.ndarray
-    weight: np.ndarray
-
-
-def fit_posterior(
-    design: np.ndarray,
-    offsets: np.ndarray,
-    outcomes: np.ndarray,
-    history: np.ndarray,
-    prior_mean: np.ndarray,
-    hour_weights: np.ndarray,
-) -> Posterior:
-    """`design` (n, 5): 1 and the category indicator of each impression; `offsets` (k, n): the
-    rest of each logit under each candidate hour; `outcomes` (n,); `history` (d, n): which
-    impressions each cut-off has seen; `hour_weights` (k,): the hours' prior."""
-    k, d, p = offsets.shape[0], history.shape[0], design.shape[1]
-    precision = np.eye(p) / TRAIT_SD**2
-    theta = np.broadcast_to(prior_mean, (k, d, p)).copy()
-    for _ in range(NEWTON_STEPS):
-        prob = expit(theta @ design.T + offsets[:, None, :])  # (k, d, n)
-        gradient = (history * (outcomes - prob)) @ design - (theta - prior_mean) @ precision
-        curvature = history * prob * (1 - prob)
-        hessian = np.einsum("kdn,ni,nj->kdij", curvature, design, design) + precision
-        # Damped: the first steps from the prior can overshoot on a short history.
-        step = np.clip(np.linalg.solve(hessian, gradient[..., None])[..., 0], -1.0, 1.0)
-        theta += step
-        if np.abs(step).max() < NEWTON_TOLERANCE:
-            break
-    prob = np.clip(expit(theta @ design.T + offsets[:, None, :]), 1e-15, 1 - 1e-15)
-    curvature = history * prob * (1 - prob)
-    hessian = np.einsum("kdn,ni,nj->kdij", curvature, design, design) + precision
-    loglik = (history * (outcomes * np.log(prob) + (1 - outcomes) * np.log1p(-prob))).sum(-1)
-    centred = theta - prior_mean
-    log_prior = -0.5 * np.einsum("kdi,ij,kdj->kd", centred, precision, centred)
-    _, logdet = np.linalg.slogdet(hessian)
-    # Laplace: log evidence = log lik + log prior at the mode - log det(H) / 2, up to constants
-    # every candidate hour shares.
-    evidence = loglik + log_prior - 0.5 * logdet + np.log(hour_weights)[:, None]
-    weight = np.exp(evidence - evidence.max(axis=0, keepdims=True))
-    return Posterior(
-        mode=theta,
-        cov=np.linalg.inv(hessian),
-        weight=(weight / weight.sum(axis=0, keepdims=True)).T,
-    )
 
 
 def history_posteriors(rows: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
@@ -156,9 +100,7 @@ def history_posteriors(rows: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
 def _one_user(mine: pd.DataFrame, user: pd.Series, persona: Persona) -> pd.DataFrame:
     n = len(mine)
     column = pd.Categorical(mine["category"], categories=TIP_CATEGORIES).codes
-    design = np.zeros((n, 1 + len(TIP_CATEGORIES)))
-    design[:, 0] = 1.0
-    design[np.arange(n), 1 + column] = 1.0
+    design = category_design(mine["category"])
     true_theta = np.array(
         [user["base_logit"], *(user["receptivity"][c] for c in TIP_CATEGORIES)], dtype=float
     )
@@ -173,27 +115,20 @@ def _one_user(mine: pd.DataFrame, user: pd.Series, persona: Persona) -> pd.DataF
 
     candidates, hour_weights = hour_prior(persona.active_hour)
     gaps = hour_gaps(hours, candidates)  # (k, n)
-    offsets = rest[None, :] - HOUR_GAP_COEF * gaps
-
-    # One cut-off per UTC day: the impressions whose outcome was known at its midnight.
-    stamps = mine["event_timestamp"].dt.tz_convert(None)  # UTC
-    day_start = stamps.dt.floor("D").to_numpy()
-    cutoffs = np.unique(day_start)
-    settled = (stamps + ATTRIBUTION_WINDOW).to_numpy()
-    history = (settled[None, :] <= cutoffs[:, None]).astype(float)
+    _, history, day = daily_history(mine["event_timestamp"], ATTRIBUTION_WINDOW)
     prior_mean = np.array(
         [persona.base_logit, *(persona.receptivity[c] for c in TIP_CATEGORIES)], dtype=float
     )
     posterior = fit_posterior(
         design,
-        offsets,
+        rest[None, :] - HOUR_GAP_COEF * gaps,
         mine["accepted"].to_numpy(dtype=float),
         history,
         prior_mean,
+        TRAIT_SD,
         hour_weights,
     )
 
-    day = np.searchsorted(cutoffs, day_start)  # each impression's cut-off
     weight = posterior.weight[day]  # (n, k)
     mode = posterior.mode[:, day, :]  # (k, n, 5)
     cov = posterior.cov[:, day, :, :]
