@@ -41,9 +41,10 @@ The rows are tip_scorer_v2's (feature_repo/scorer_versions.py), which hold v1's 
                     crosses and the cohort rates).
     user effects    the GBM on v2 plus each user's effects over a population model
                     (feature_repo/user_effects.py): the GBM on v2's shared columns (POPULATION)
-                    gives each row an offset; the user's base and per-category effects on top
-                    of it, their Laplace posterior from the user's outcomes before the row's
-                    day, are three more inputs. A candidate for v3, not yet a feature.
+                    gives each row an offset, cross-fitted over FOLDS folds of users; the
+                    user's base and per-category effects on top of it, their Laplace posterior
+                    from the user's outcomes before the row's day, are three more inputs. A
+                    candidate for v3, not yet a feature.
   probes            not deployable: the GBM on v2's columns (the probes' own baseline), then
                     given one of the user's true traits (the world's users,
                     flows/modeling/ceiling.py): the true base_logit beside the rates that
@@ -202,6 +203,7 @@ OWN_RATES_AND_HOURS = (
     "in_preferred_window",
 )
 POPULATION = tuple(f for f in V2 if f.split("_x_")[-1] not in OWN_RATES_AND_HOURS)
+FOLDS = 5
 
 
 def logit_rates(x: pd.DataFrame) -> pd.DataFrame:
@@ -424,15 +426,32 @@ class Row:
     run: Run
 
 
+def population_offsets(train: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
+    """The population model's logit of each of `rows`, cross-fitted by user: the users fall
+    into FOLDS folds, and a user's rows are scored by the GBM on POPULATION fitted on the
+    training rows of the other folds. A model that had seen a user's own outcomes would leave
+    smaller effects on its training rows than on the rows it never saw."""
+    users = np.sort(rows["user_id"].astype(str).unique())
+    fold_of = pd.Series(np.arange(len(users)) % FOLDS, index=users)
+    row_fold = rows["user_id"].astype(str).map(fold_of).to_numpy()
+    train_fold = train["user_id"].astype(str).map(fold_of).to_numpy()
+    out = np.empty(len(rows))
+    for fold in range(FOLDS):
+        others = train[train_fold != fold]
+        model = CANDIDATES[GBM]().fit(others[list(POPULATION)], others["accepted"])
+        p = model.predict_proba(rows.loc[row_fold == fold, list(POPULATION)])[:, 1]
+        p = np.clip(p, 1e-6, 1 - 1e-6)
+        out[row_fold == fold] = np.log(p / (1 - p))
+    return out
+
+
 def with_user_effects(s: Seed) -> Fit:
-    """The GBM on v2 plus USER_EFFECTS (feature_repo/user_effects.py): the population model
-    (the GBM on POPULATION) is fitted on the training days and gives every row its offset; each
-    row's effects come from its user's outcomes settled before its day, training and
-    validation days alike (as a daily batch step would compute them)."""
-    population = CANDIDATES[GBM]().fit(s.data.train[list(POPULATION)], s.data.y_train)
+    """The GBM on v2 plus USER_EFFECTS (feature_repo/user_effects.py) from the cross-fitted
+    population offsets: each row's effects come from its user's outcomes settled before its
+    day, training and validation days alike (as a daily batch step would compute them)."""
     rows = pd.concat([s.data.train, s.data.valid], ignore_index=True)
-    p = np.clip(population.predict_proba(rows[list(POPULATION)])[:, 1], 1e-6, 1 - 1e-6)
-    effects = user_effects(rows, np.log(p / (1 - p)), ATTRIBUTION_WINDOW)
+    offsets = population_offsets(rows.iloc[: len(s.data.train)], rows)
+    effects = user_effects(rows, offsets, ATTRIBUTION_WINDOW)
     x = pd.concat([rows[list(V2)], effects], axis=1)
     train = np.arange(len(rows)) < len(s.data.train)
     model = CANDIDATES[GBM]().fit(x[train], s.data.y_train)
