@@ -20,7 +20,8 @@ else about the world known exactly, and so bounds what better features could win
 
 For each candidate preferred hour the posterior of the five continuous traits is found by
 Newton's method (logistic likelihood, Gaussian prior) and approximated by a Gaussian at its
-mode (Laplace); the hours are weighted by prior times Laplace evidence. The prediction
+mode (Laplace); the hours are weighted by prior times Laplace evidence
+(feature_repo/user_effects.py `fit_posterior`, the engine of the users' effects too). The prediction
 averages the prompt version out as the observable ceiling does, and the traits' posterior
 uncertainty in with the probit approximation of a logistic-Gaussian integral.
 
