@@ -33,6 +33,7 @@ from sklearn.base import BaseEstimator
 from feature_repo.candidate_features import candidate_features
 from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.context_features import CONTEXT_FEATURES
+from feature_repo.personas import PERSONAS
 from feature_repo.profile_features import PROFILE_FEATURES
 from flows.modeling.training_set import TrainingSet
 from flows.simulation.posterior import history_posteriors
@@ -122,7 +123,12 @@ def history_bound(data: TrainingSet, users: pd.DataFrame | None) -> np.ndarray |
     if users is None:
         return None
     rows = pd.concat([data.train, data.valid], ignore_index=True)
-    known = rows["user_id"].astype(str).isin(users["user_id"].astype(str)).all()
+    # A user, a persona or a category the world does not hold: no truth to bound with.
+    known = (
+        rows["user_id"].astype(str).isin(users["user_id"].astype(str)).all()
+        and users["persona"].isin([p.name for p in PERSONAS]).all()
+        and rows["category"].isin(TIP_CATEGORIES).all()
+    )
     if not known or oracle_p(rows) is None:
         return None
     return history_posteriors(rows, users)["p_history"].to_numpy()[len(data.train) :]

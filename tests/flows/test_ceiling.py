@@ -246,3 +246,6 @@ def test_the_history_bound_scores_the_validation_rows_from_earlier_outcomes():
     assert moved[:5] == pytest.approx(bound[:5]) and (moved[5:] != bound[5:]).all()
     assert history_bound(data, None) is None
     assert history_bound(data, users.assign(user_id="someone-else")) is None
+    assert history_bound(data, users.assign(persona="retired")) is None
+    odd = TrainingSet(data.train.assign(category="finance"), data.valid, split, END, COLUMNS)
+    assert history_bound(odd, users) is None
