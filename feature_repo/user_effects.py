@@ -52,6 +52,22 @@ def category_design(categories: np.ndarray | pd.Series) -> np.ndarray:
     return design
 
 
+def category_columns(design: np.ndarray) -> np.ndarray:
+    """Each row's column of `category_design`: 1 + its category's index."""
+    return design[:, 1:].argmax(axis=1) + 1
+
+
+def base_plus_category(
+    mode: np.ndarray, cov: np.ndarray, columns: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior mean and variance of base + the row's category effect: `mode` (..., n, p) and
+    `cov` (..., n, p, p) at each row's cut-off, `columns` (n,) from `category_columns`."""
+    n = np.arange(len(columns))
+    mean = mode[..., n, 0] + mode[..., n, columns]
+    var = cov[..., n, 0, 0] + cov[..., n, columns, columns] + 2 * cov[..., n, 0, columns]
+    return mean, var
+
+
 def daily_history(
     stamps: pd.Series, settle: timedelta
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,12 +152,9 @@ def user_effects(
             np.zeros(design.shape[1]),
             prior_sd,
         )
-        n = np.arange(len(mine))
-        column = design[:, 1:].argmax(axis=1) + 1
-        mode, cov = posterior.mode[0, day], posterior.cov[0, day]
-        out.loc[mine.index, "user_effect_logit"] = mode[n, 0] + mode[n, column]
-        out.loc[mine.index, "user_base_effect"] = mode[n, 0]
-        out.loc[mine.index, "user_effect_variance"] = (
-            cov[n, 0, 0] + cov[n, column, column] + 2 * cov[n, 0, column]
-        )
+        mode = posterior.mode[0, day]
+        mean, var = base_plus_category(mode, posterior.cov[0, day], category_columns(design))
+        out.loc[mine.index, "user_effect_logit"] = mean
+        out.loc[mine.index, "user_base_effect"] = mode[:, 0]
+        out.loc[mine.index, "user_effect_variance"] = var
     return out

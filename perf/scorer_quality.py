@@ -414,7 +414,6 @@ HOURS = tuple(
     f for f in V2 if f in ("preferred_hour", "hour_gap", "in_preferred_window") or "hour_gap" in f
 )
 NOT_HOURS = tuple(f for f in V2 if f not in HOURS)
-POSTERIOR = POSTERIOR_FEATURES
 BASELINE = "tip_scorer_v1 (baseline)"
 HISTORY_BOUND = "bound: Bayes from history"
 
@@ -476,7 +475,9 @@ def rows(grid: str | None) -> list[Row]:
         Row("probe: + true receptivity", "probe", probe(V2, ("true_receptivity",))),
         Row("probe: true preferred_hour", "probe", probe(NOT_HOURS, HOURS)),
         Row("probe: all three (ceiling model)", "probe", probe((), ceiling_model_inputs(V2))),
-        Row("probe: + posterior from history", "probe", on_inputs((*V2, *POSTERIOR), tree)),
+        Row(
+            "probe: + posterior from history", "probe", on_inputs((*V2, *POSTERIOR_FEATURES), tree)
+        ),
         Row(HISTORY_BOUND, "bound", lambda s: Fit(s.data.valid["p_history"].to_numpy())),
     ]
 

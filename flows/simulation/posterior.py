@@ -35,7 +35,13 @@ from scipy.special import expit, log_ndtr
 
 from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.personas import PERSONAS, Persona
-from feature_repo.user_effects import category_design, daily_history, fit_posterior
+from feature_repo.user_effects import (
+    base_plus_category,
+    category_columns,
+    category_design,
+    daily_history,
+    fit_posterior,
+)
 from flows.simulation.world import (
     HOUR_GAP_COEF,
     HOUR_SD,
@@ -86,9 +92,8 @@ def history_posteriors(rows: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
     """
     personas = {p.name: p for p in PERSONAS}
     truth = users.set_index("user_id")
-    out = pd.DataFrame(index=rows.index, dtype=float)
-    for name in ("p_history", *POSTERIOR_FEATURES, "post_preferred_hour"):
-        out[name] = np.nan
+    columns = ["p_history", *POSTERIOR_FEATURES, "post_preferred_hour"]
+    out = pd.DataFrame(np.nan, index=rows.index, columns=columns)
     for user_id, at in rows.groupby(rows["user_id"].astype(str)).groups.items():
         mine = rows.loc[at].sort_values("event_timestamp", kind="stable")
         user = truth.loc[user_id]
@@ -99,9 +104,8 @@ def history_posteriors(rows: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
 
 
 def _one_user(mine: pd.DataFrame, user: pd.Series, persona: Persona) -> pd.DataFrame:
-    n = len(mine)
-    column = pd.Categorical(mine["category"], categories=TIP_CATEGORIES).codes
     design = category_design(mine["category"])
+    column = category_columns(design)
     true_theta = np.array(
         [user["base_logit"], *(user["receptivity"][c] for c in TIP_CATEGORIES)], dtype=float
     )
@@ -132,23 +136,18 @@ def _one_user(mine: pd.DataFrame, user: pd.Series, persona: Persona) -> pd.DataF
 
     weight = posterior.weight[day]  # (n, k)
     mode = posterior.mode[:, day, :]  # (k, n, 5)
-    cov = posterior.cov[:, day, :, :]
-    rows = np.arange(n)
-    mean = mode[:, rows, 0] + mode[:, rows, 1 + column]  # (k, n)
-    var = (
-        cov[:, rows, 0, 0] + cov[:, rows, 1 + column, 1 + column] + 2 * cov[:, rows, 0, 1 + column]
-    )
+    mean, var = base_plus_category(mode, posterior.cov[:, day], column)  # (k, n) each
     user_logit = mean - HOUR_GAP_COEF * gaps
     shrink = 1 / np.sqrt(1 + np.pi * var / 8)
-    p = np.zeros((len(candidates), n))
+    p = np.zeros((len(candidates), len(mine)))
     for version, share in PROMPT_PROPENSITY.items():
         logit = user_logit + rest - drawn + PROMPT_EFFECT[version]
         p += share * expit(logit * shrink)
     return pd.DataFrame(
         {
             "p_history": (weight * p.T).sum(axis=1),
-            "post_base_logit": (weight * mode[:, rows, 0].T).sum(axis=1),
-            "post_receptivity": (weight * mode[:, rows, 1 + column].T).sum(axis=1),
+            "post_base_logit": (weight * mode[..., 0].T).sum(axis=1),
+            "post_receptivity": (weight * mode[:, np.arange(len(mine)), column].T).sum(axis=1),
             "post_user_logit": (weight * user_logit.T).sum(axis=1),
             "post_preferred_hour": candidates[weight.argmax(axis=1)],
         },
