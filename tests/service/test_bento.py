@@ -75,6 +75,11 @@ def test_the_bento_packs_the_champion_with_where_it_came_from(built):
     name, version = built.tag.split(":")
     text = (built.bentoml_home / "bentos" / name / version / "bento.yaml").read_text()
     assert f"scorer: tip-scorer:v{built.champion}-" in text  # the build argument, kept
+    # The runtime set only (requirements-runtime.lock): no test tools in the serving image.
+    installs = (built.bentoml_home / "bentos" / name / version / "env" / "python").joinpath(
+        "requirements.txt"
+    )
+    assert "\nbentoml==" in installs.read_text() and "\npytest==" not in installs.read_text()
     [model] = (built.bentoml_home / "models" / "tip-scorer").glob("*/model.yaml")
     info = model.read_text()
     assert f"mlflow_version: '{built.champion}'" in info
