@@ -32,10 +32,10 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 import anyio
-import redis
 from redis.exceptions import RedisError
 
 from service.circuit import STARTUP_BUDGET_S, Breaker, DependencyFailed
+from service.redis_client import redis_client
 from service.settings import Settings
 
 RATE_LIMIT = "rate_limit"
@@ -165,15 +165,7 @@ class RedisRateLimiter:
         budget: float,
         prefix: str = REDIS_PREFIX,
     ) -> None:
-        # Feast owns the connection string's format ("host:port[,db=N,password=...]"), as for
-        # the online store and the bandit state; its module is imported only when Redis is.
-        from feast.infra.online_stores.redis import RedisOnlineStore
-
-        nodes, params = RedisOnlineStore._parse_connection_string(redis_url)
-        timeouts = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
-        self.client = redis.Redis(
-            host=nodes[0]["host"], port=int(nodes[0]["port"]), **(timeouts | params)
-        )
+        self.client = redis_client(redis_url)
         self.per_minute = per_minute
         self.burst = burst
         self.prefix = prefix

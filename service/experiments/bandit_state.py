@@ -24,13 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-import redis
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 from redis.exceptions import RedisError
 
 from service.api.prompt_versions import PromptVersionName
 from service.api.request import Id
 from service.circuit import Breaker, DependencyFailed
+from service.redis_client import redis_client
 from service.settings import Settings
 
 SQLITE_FILE = "bandit_state.sqlite"
@@ -289,15 +289,7 @@ def _parse_hash(experiment: str, fields: Mapping[bytes, bytes]) -> ExperimentSta
 
 class RedisBanditStore:
     def __init__(self, redis_url: str, prefix: str = REDIS_PREFIX) -> None:
-        # Feast owns the connection string's format ("host:port[,db=N,password=...]"); its
-        # module costs seconds to import, which only a Redis-backed process should pay.
-        from feast.infra.online_stores.redis import RedisOnlineStore
-
-        nodes, params = RedisOnlineStore._parse_connection_string(redis_url)
-        timeouts = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
-        self.client = redis.Redis(
-            host=nodes[0]["host"], port=int(nodes[0]["port"]), **(timeouts | params)
-        )
+        self.client = redis_client(redis_url)
         self.prefix = prefix
         self._apply = self.client.register_script(_APPLY_LUA)
 
