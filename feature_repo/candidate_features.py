@@ -100,6 +100,13 @@ CANDIDATE_FEATURES: tuple[CandidateFeature, ...] = (
 UNKNOWN_HOUR_GAP = 6.0
 
 
+def hour_gap(a, b):
+    """Hours between `a` and `b` around the 24-hour clock (0 to 12), elementwise with numpy's
+    broadcasting. The simulator's acceptance and the Bayes bound measure the same gap."""
+    diff = np.abs(np.subtract(a, b)) % 24
+    return np.minimum(diff, 24 - diff)
+
+
 def _cohort_logit(accepted: np.ndarray, shown: np.ndarray) -> np.ndarray:
     rate = (accepted + COHORT_PSEUDO_COUNT * COHORT_PRIOR) / (shown + COHORT_PSEUDO_COUNT)
     return np.log(rate / (1 - rate))
@@ -128,8 +135,9 @@ def candidate_features(
         category, [np.asarray(profile[rate], dtype=np.float64) for rate in _RATES], overall
     )
     preferred = np.asarray(profile["preferred_hour"], dtype=np.int64)
-    diff = np.abs(np.asarray(hour_of_day, dtype=np.int64) - preferred) % 24
-    gap = np.where(preferred >= 0, np.minimum(diff, 24 - diff), UNKNOWN_HOUR_GAP)
+    gap = np.where(
+        preferred >= 0, hour_gap(hour_of_day.astype(np.int64), preferred), UNKNOWN_HOUR_GAP
+    )
     out = {
         "category_affinity": affinity,
         "category_lift": affinity - overall,

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, log_ndtr
 
+from feature_repo.candidate_features import hour_gap
 from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.personas import PERSONAS, Persona
 from feature_repo.user_effects import (
@@ -55,12 +56,6 @@ from service.events.models import ATTRIBUTION_WINDOW
 POSTERIOR_FEATURES = ("post_base_logit", "post_receptivity", "post_user_logit")
 # Preferred hours whose prior is below this are not considered (a 4-sigma draw).
 MIN_HOUR_PRIOR = 1e-5
-
-
-def hour_gaps(hours: np.ndarray, preferred: np.ndarray) -> np.ndarray:
-    """`hour_gap` (world.py) of every hour (n,) against every preferred hour (k,): (k, n)."""
-    diff = np.abs(hours[None, :] - preferred[:, None]) % 24
-    return np.minimum(diff, 24 - diff)
 
 
 def hour_prior(active_hour: float) -> tuple[np.ndarray, np.ndarray]:
@@ -113,13 +108,13 @@ def _one_user(mine: pd.DataFrame, user: pd.Series, persona: Persona) -> pd.DataF
     local = mine["event_timestamp"].dt.tz_convert(str(user["timezone"]))
     hours = (local.dt.hour + local.dt.minute / 60).to_numpy(dtype=float)
     oracle = np.clip(mine["oracle_p_accept"].to_numpy(dtype=float), 1e-15, 1 - 1e-15)
-    true_gap = hour_gaps(hours, np.array([float(user["preferred_hour"])]))[0]
+    true_gap = hour_gap(hours, float(user["preferred_hour"]))
     # The rest of the logit: the request's terms and the drawn prompt's effect.
     rest = np.log(oracle) - np.log1p(-oracle) - design @ true_theta + HOUR_GAP_COEF * true_gap
     drawn = mine["prompt_version"].map(PROMPT_EFFECT).to_numpy(dtype=float)
 
     candidates, hour_weights = hour_prior(persona.active_hour)
-    gaps = hour_gaps(hours, candidates)  # (k, n)
+    gaps = hour_gap(hours[None, :], candidates[:, None])  # (k, n)
     _, history, day = daily_history(mine["event_timestamp"], ATTRIBUTION_WINDOW)
     prior_mean = np.array(
         [persona.base_logit, *(persona.receptivity[c] for c in TIP_CATEGORIES)], dtype=float

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from feature_repo.candidate_features import hour_gap
 from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.personas import PERSONAS, Persona
 from service.api.prompt_versions import RELEASED_PROMPT_VERSIONS
@@ -81,11 +82,6 @@ TRAIT_SD = 0.3
 HOUR_SD = 1.0
 # The acceptance logit lost per hour between the local hour and the preferred one.
 HOUR_GAP_COEF = 0.3
-
-
-def hour_gap(a: float, b: float) -> float:
-    diff = abs(a - b) % 24
-    return min(diff, 24 - diff)
 
 
 def p_accept(

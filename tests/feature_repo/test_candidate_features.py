@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from feature_repo.candidate_features import (
     CANDIDATE_FEATURES,
@@ -10,6 +12,7 @@ from feature_repo.candidate_features import (
     CROSSED,
     UNKNOWN_HOUR_GAP,
     candidate_features,
+    hour_gap,
 )
 from feature_repo.categories import TIP_CATEGORIES
 from feature_repo.cohort_features import COHORT_FEATURES
@@ -98,3 +101,19 @@ def test_a_cohort_without_evidence_reads_the_prior_and_lifts_follow_its_rates():
     assert out["cohort_category_lift"] == pytest.approx(
         [to_logit(focus) - to_logit(overall), to_logit(review) - to_logit(overall)]
     )
+
+
+HOURS = st.floats(min_value=-48, max_value=48, allow_nan=False)
+
+
+def test_the_hour_gap_goes_round_the_clock():
+    assert [hour_gap(23, h) for h in (23, 0, 1, 11, 12)] == [0, 1, 2, 12, 11]
+    assert hour_gap(np.array([[0], [6]]), np.array([3, 21])).tolist() == [[3, 3], [3, 9]]
+
+
+@given(HOURS, HOURS, st.integers(-3, 3))
+def test_the_hour_gap_is_a_distance_on_the_clock(a, b, days):
+    gap = hour_gap(a, b)
+    assert 0 <= gap <= 12
+    assert gap == pytest.approx(hour_gap(b, a), abs=1e-9)
+    assert hour_gap(a, b + 24 * days) == pytest.approx(gap, abs=1e-9)
