@@ -8,7 +8,9 @@ versions exist beside it. A version, once a model has been registered with it, i
 changed: add a new one.
 """
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from feature_repo.candidate_features import COHORT_RATES, CROSS_FEATURES
 from feature_repo.categories import TIP_CATEGORIES
@@ -63,3 +65,14 @@ TIP_SCORER_V2 = ScorerVersion(
 SCORER_VERSIONS: dict[str, ScorerVersion] = {v.name: v for v in (TIP_SCORER_V1, TIP_SCORER_V2)}
 # What `tipml train` trains unless asked for another.
 LATEST = TIP_SCORER_V2.name
+
+
+def known_version(name: str) -> str:
+    """`name` if it names a scorer version, else a ValueError listing the known ones."""
+    if name not in SCORER_VERSIONS:
+        raise ValueError(f"not a scorer version: {name!r} (known: {', '.join(SCORER_VERSIONS)})")
+    return name
+
+
+# A FeatureService name as a parameter: TrainParams, `tipml features show`.
+ScorerVersionName = Annotated[str, AfterValidator(known_version)]

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows.experiments.ope import OpeReport, evaluate_policy
 from flows.experiments.report import ExperimentReport, experiment_report
 from flows.features import FeaturesParams, FeaturesReport, features
-from flows.featurestore.show_online import OnlineShowParams, read_online
+from flows.featurestore.show_online import OnlineShow, OnlineShowParams, read_online
 from flows.modeling.model_card import ModelCard
 from flows.modeling.registration import read_card
 from flows.promote import PromoteReport, promote
@@ -15,7 +15,6 @@ from flows.simulation.world import PROMPT_EFFECT, WORLD_EXPERIMENT
 from flows.training import TrainParams, TrainReport, training
 from service.scoring.model_names import CHAMPION
 from service.scoring.model_registry import version_by_alias
-from service.scoring.online_features import FeatureRead
 from service.settings import Settings
 from service.tracking import registry_client
 
@@ -43,7 +42,7 @@ class DemoResult(BaseModel):
 
     simulated: SimulateReport
     features: FeaturesReport
-    reads: dict[str, FeatureRead]
+    reads: OnlineShow
     trained: TrainReport
     promoted: PromoteReport
     champion_card: ModelCard | None

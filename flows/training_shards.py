@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from feature_repo.scorer_versions import LATEST, SCORER_VERSIONS
+from feature_repo.scorer_versions import LATEST, SCORER_VERSIONS, ScorerVersionName
 from flows.modeling.training_set import (
     NotEnoughData,
     build_training_set,
@@ -42,7 +42,7 @@ class BuildParams(BaseModel):
         le=3650,
         description="Whole UTC days before as_of's day whose impressions the run reads.",
     )
-    feature_service: str = Field(
+    feature_service: ScorerVersionName = Field(
         default=LATEST,
         description=f"The scorer version to train: one of {', '.join(SCORER_VERSIONS)}.",
     )
@@ -61,15 +61,6 @@ class BuildParams(BaseModel):
         "run after run, whatever the shard count (flows/shards.py). The fit holds every "
         "training row in one process; a world larger than that process sets this below 1.",
     )
-
-    @field_validator("feature_service")
-    @classmethod
-    def _known_version(cls, name: str) -> str:
-        if name not in SCORER_VERSIONS:
-            raise ValueError(
-                f"not a scorer version: {name!r} (known: {', '.join(SCORER_VERSIONS)})"
-            )
-        return name
 
     def build_params(self) -> "BuildParams":
         """These fields alone, as this class: what a worker unpickles without the subclass's

@@ -167,8 +167,19 @@ class Settings(BaseModel):
         return self.offline_url or str(self.data_dir / "offline")
 
     @property
+    def default_registry(self) -> Path:
+        """The embedded MLflow backend, a SQLite file in the data dir, used when
+        MLFLOW_TRACKING_URI is unset."""
+        return self.data_dir / "mlflow.db"
+
+    @property
     def tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+        return self.mlflow_tracking_uri or f"sqlite:///{self.default_registry}"
+
+    @property
+    def has_registry(self) -> bool:
+        """False only for an embedded registry not created yet: opening it would create it."""
+        return self.mlflow_tracking_uri is not None or self.default_registry.exists()
 
     @property
     def artifact_location(self) -> str:

@@ -7,7 +7,7 @@ a bad argument names itself and writes nothing.
 import json
 import os
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -22,6 +22,9 @@ from tipml.cli_support import console, err, fail, settings_of, settings_options,
 from tipml.consume_cli import consume
 from tipml.events_cli import events_app
 from tipml.experiments_cli import experiments_app
+
+if TYPE_CHECKING:
+    from flows.featurestore.show_online import OnlineShow
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 features_app = typer.Typer(no_args_is_help=True, help="Compute, inspect and export features.")
@@ -136,16 +139,21 @@ def show(
     ctx: typer.Context,
     user_ids: Annotated[list[str], typer.Argument(help="Users to show.")],
     at: Annotated[str | None, typer.Option(help="Read as of this ISO time (default: now).")] = None,
+    feature_service: Annotated[
+        str | None,
+        typer.Option(help="The scorer version to read (default: the champion's, as /score)."),
+    ] = None,
 ) -> None:
     """Print what serving reads for users: online profile (TTL, fallbacks) and context."""
     from flows.featurestore.show_online import OnlineShowParams, read_online
 
-    params = validated(OnlineShowParams, user_ids=user_ids, at=at)
+    params = validated(OnlineShowParams, user_ids=user_ids, at=at, feature_service=feature_service)
     print_reads(read_online(settings_of(ctx), params))
 
 
-def print_reads(reads: dict) -> None:
-    table = Table(title="online features; fallbacks say why")
+def print_reads(show: "OnlineShow") -> None:
+    reads = show.reads
+    table = Table(title=f"online features through {show.feature_service}; fallbacks say why")
     table.add_column("feature", no_wrap=True)
     for user_id in reads:
         table.add_column(user_id, justify="right")

@@ -1,5 +1,11 @@
-"""Read what serving would read for a few users, with their last logged request context."""
+"""Read what serving would read for a few users, with their last logged request context.
 
+Through the champion's FeatureService, as /score reads it; the latest scorer version's before
+any champion exists (as in `tipml demo`, which shows features before it trains), or the one
+asked for.
+"""
+
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -7,12 +13,15 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from feature_repo.bounds import UtcDatetime
-from feature_repo.scorer_versions import LATEST
+from feature_repo.scorer_versions import LATEST, ScorerVersionName
 from service.api.request import Id, RequestContext
 from service.events.lake import EventLake, open_lake
 from service.scoring.feature_store import open_store
+from service.scoring.model_names import CHAMPION, FEATURE_SERVICE_TAG
+from service.scoring.model_registry import version_by_alias
 from service.scoring.online_features import FeatureRead, OnlineFeatureReader
 from service.settings import Settings
+from service.tracking import registry_client
 
 
 class OnlineShowParams(BaseModel):
@@ -20,6 +29,25 @@ class OnlineShowParams(BaseModel):
 
     user_ids: list[Id] = Field(min_length=1, max_length=50)
     at: UtcDatetime | None = Field(default=None, description="Read time (default: now).")
+    feature_service: ScorerVersionName | None = Field(
+        default=None,
+        description="The scorer version to read (default: the champion's, as /score reads).",
+    )
+
+
+@dataclass(frozen=True)
+class OnlineShow:
+    feature_service: str
+    reads: dict[str, FeatureRead]
+
+
+def serving_feature_service(settings: Settings) -> str:
+    """The champion's FeatureService, which /score reads; LATEST before there is a champion
+    (or a registry: a read does not create one)."""
+    if not settings.has_registry:
+        return LATEST
+    champion = version_by_alias(registry_client(settings), CHAMPION)
+    return champion.tags.get(FEATURE_SERVICE_TAG, LATEST) if champion else LATEST
 
 
 def latest_contexts(lake: EventLake, user_ids: set[str]) -> dict[str, RequestContext]:
@@ -38,10 +66,11 @@ def latest_contexts(lake: EventLake, user_ids: set[str]) -> dict[str, RequestCon
     return {user: RequestContext.model_validate(c) for user, (_, c) in latest.items()}
 
 
-def read_online(settings: Settings, params: OnlineShowParams) -> dict[str, FeatureRead]:
+def read_online(settings: Settings, params: OnlineShowParams) -> OnlineShow:
     at = params.at or datetime.now(UTC)
+    feature_service = params.feature_service or serving_feature_service(settings)
     contexts = latest_contexts(open_lake(settings), set(params.user_ids))
-    reader = OnlineFeatureReader(open_store(settings), LATEST)
+    reader = OnlineFeatureReader(open_store(settings), feature_service)
     reads = {}
     for user_id in params.user_ids:
         logged = contexts.get(user_id)
@@ -51,4 +80,4 @@ def read_online(settings: Settings, params: OnlineShowParams) -> dict[str, Featu
             else RequestContext(timestamp=at, timezone="UTC")
         )
         reads[user_id] = reader.read(user_id, context, now=at)
-    return reads
+    return OnlineShow(feature_service, reads)

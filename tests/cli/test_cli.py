@@ -32,6 +32,7 @@ def invoke(home, *args: str):
         (["features", "show", "bad id!"], "--user-ids[0]"),
         (["features", "show", "u1", "--at", "noon"], "--at"),
         (["features", "show"], "user_ids"),
+        (["features", "show", "u1", "--feature-service", "tip_scorer_v9"], "--feature-service"),
         (["train", "--validation-days", "0"], "--validation-days"),
         (["train", "--as-of", "noon"], "--as-of"),
         (["train", "--min-rows", "1"], "--min-rows"),

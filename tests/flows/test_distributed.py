@@ -113,11 +113,11 @@ def assert_same_outputs(settings: Settings, single: Settings) -> None:
     pd.testing.assert_frame_equal(read_range(settings, *window), read_range(single, *window))
     online = {
         u: r.profile
-        for u, r in read_online(settings, OnlineShowParams(user_ids=USERS, at=AS_OF)).items()
+        for u, r in read_online(settings, OnlineShowParams(user_ids=USERS, at=AS_OF)).reads.items()
     }
     expected = {
         u: r.profile
-        for u, r in read_online(single, OnlineShowParams(user_ids=USERS, at=AS_OF)).items()
+        for u, r in read_online(single, OnlineShowParams(user_ids=USERS, at=AS_OF)).reads.items()
     }
     assert online == expected
 

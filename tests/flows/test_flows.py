@@ -55,7 +55,7 @@ def expected_online(settings: Settings, user_ids: list[str]) -> dict[str, dict]:
 
 def online(settings: Settings, user_ids: list[str]) -> dict[str, dict]:
     """The profile part of what serving reads (the cohort's counts are checked apart)."""
-    reads = read_online(settings, OnlineShowParams(user_ids=user_ids, at=READ_AT))
+    reads = read_online(settings, OnlineShowParams(user_ids=user_ids, at=READ_AT)).reads
     return {
         u: {f.name: read.profile[f.name] for f in PROFILE_FEATURES} for u, read in reads.items()
     }
@@ -64,7 +64,7 @@ def online(settings: Settings, user_ids: list[str]) -> dict[str, dict]:
 def check_cohort_online(settings: Settings, user_id: str):
     """Serving's cohort counts for `user_id` (keyed by the zone of their last logged request)
     are the cohort table's latest row for that zone."""
-    [read] = read_online(settings, OnlineShowParams(user_ids=[user_id], at=READ_AT)).values()
+    [read] = read_online(settings, OnlineShowParams(user_ids=[user_id], at=READ_AT)).reads.values()
     zone = latest_contexts(open_lake(settings), {user_id})[user_id].timezone
     rows = read_cohorts(settings, WORLD_END_TS - timedelta(days=30), READ_AT)
     latest = rows[rows[COHORT_KEY] == zone].sort_values("event_timestamp").iloc[-1]

@@ -13,8 +13,9 @@ from feature_repo.cohort_features import COHORT_FEATURES
 from feature_repo.context_features import CONTEXT_FEATURES
 from feature_repo.feature_services import tip_scorer_v2
 from feature_repo.profile_features import PROFILE_FEATURES
-from feature_repo.scorer_versions import TIP_SCORER_V1
+from feature_repo.scorer_versions import LATEST, TIP_SCORER_V1
 from flows.features import FeaturesParams, features
+from flows.featurestore.show_online import OnlineShowParams, read_online
 from flows.modeling.registration import CARD_MARKDOWN, read_card
 from flows.modeling.training_set import NotEnoughData, validation_start
 from flows.promote import promote
@@ -181,6 +182,14 @@ def test_a_v1_model_still_serves_and_a_v2_challenger_is_gated_against_it(world, 
     assert promote(home).outcome == "promoted"
     champion = version_by_alias(client, CHAMPION)
     assert champion.tags[FEATURE_SERVICE_TAG] == TIP_SCORER_V1.name
+    # What serving reads, shown as /score reads it: v1's service, which reads no cohort.
+    show = read_online(home, OnlineShowParams(user_ids=["u000001"], at=AS_OF))
+    assert show.feature_service == TIP_SCORER_V1.name
+    assert not {f.name for f in COHORT_FEATURES} & set(show.reads["u000001"].profile)
+    asked = OnlineShowParams(user_ids=["u000001"], at=AS_OF, feature_service=LATEST)
+    assert {f.name for f in COHORT_FEATURES} <= set(
+        read_online(home, asked).reads["u000001"].profile
+    )
     card = read_card(client, champion)
     assert [d.name for d in card.inputs] == list(TIP_SCORER_V1.columns)
 

@@ -93,8 +93,8 @@ def test_workers_that_share_no_disk_with_the_flow_compute_what_one_process_does(
     window = (AS_OF - timedelta(days=30), AS_OF)
     pd.testing.assert_frame_equal(read_range(remote, *window), read_range(local, *window))
     at = OnlineShowParams(user_ids=USERS, at=AS_OF)
-    online = {u: r.profile for u, r in read_online(remote, at).items()}
-    assert online == {u: r.profile for u, r in read_online(local, at).items()}
+    online = {u: r.profile for u, r in read_online(remote, at).reads.items()}
+    assert online == {u: r.profile for u, r in read_online(local, at).reads.items()}
     daily = features(FeaturesParams(as_of=AS_OF + timedelta(days=1), shards=4), remote)
     assert daily.profiles.mode == "incremental"
 
