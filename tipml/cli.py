@@ -146,9 +146,13 @@ def show(
 ) -> None:
     """Print what serving reads for users: online profile (TTL, fallbacks) and context."""
     from flows.featurestore.show_online import OnlineShowParams, read_online
+    from service.scoring.model_registry import ModelRejected
 
     params = validated(OnlineShowParams, user_ids=user_ids, at=at, feature_service=feature_service)
-    print_reads(read_online(settings_of(ctx), params))
+    try:
+        print_reads(read_online(settings_of(ctx), params))
+    except ModelRejected as exc:
+        fail(f"the champion cannot serve, so nothing reads its features: {exc}", code=1)
 
 
 def print_reads(show: "OnlineShow") -> None:

@@ -7,6 +7,7 @@ asked for.
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,11 +18,14 @@ from feature_repo.scorer_versions import LATEST, ScorerVersionName
 from service.api.request import Id, RequestContext
 from service.events.lake import EventLake, open_lake
 from service.scoring.feature_store import open_store
-from service.scoring.model_names import CHAMPION, FEATURE_SERVICE_TAG
-from service.scoring.model_registry import version_by_alias
+from service.scoring.model_names import CHAMPION
+from service.scoring.model_registry import check_servable, version_by_alias
 from service.scoring.online_features import FeatureRead, OnlineFeatureReader
 from service.settings import Settings
 from service.tracking import registry_client
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 
 class OnlineShowParams(BaseModel):
@@ -41,13 +45,14 @@ class OnlineShow:
     reads: dict[str, FeatureRead]
 
 
-def serving_feature_service(settings: Settings) -> str:
-    """The champion's FeatureService, which /score reads; LATEST before there is a champion
-    (or a registry: a read does not create one)."""
+def serving_feature_service(settings: Settings, store: "FeatureStore") -> str:
+    """The champion's FeatureService, which /score reads (ModelRejected where serving would
+    refuse the champion); LATEST before there is a champion (or a registry: a read does not
+    create one)."""
     if not settings.has_registry:
         return LATEST
     champion = version_by_alias(registry_client(settings), CHAMPION)
-    return champion.tags.get(FEATURE_SERVICE_TAG, LATEST) if champion else LATEST
+    return check_servable(champion, store) if champion else LATEST
 
 
 def latest_contexts(lake: EventLake, user_ids: set[str]) -> dict[str, RequestContext]:
@@ -68,9 +73,10 @@ def latest_contexts(lake: EventLake, user_ids: set[str]) -> dict[str, RequestCon
 
 def read_online(settings: Settings, params: OnlineShowParams) -> OnlineShow:
     at = params.at or datetime.now(UTC)
-    feature_service = params.feature_service or serving_feature_service(settings)
+    store = open_store(settings)
+    feature_service = params.feature_service or serving_feature_service(settings, store)
     contexts = latest_contexts(open_lake(settings), set(params.user_ids))
-    reader = OnlineFeatureReader(open_store(settings), feature_service)
+    reader = OnlineFeatureReader(store, feature_service)
     reads = {}
     for user_id in params.user_ids:
         logged = contexts.get(user_id)

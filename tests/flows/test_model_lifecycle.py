@@ -205,3 +205,9 @@ def test_a_v1_model_still_serves_and_a_v2_challenger_is_gated_against_it(world, 
     decision = promote(home)
     [beats] = [c for c in decision.checks if c.name == "beats_champion"]
     assert beats.detail.startswith("log loss") and f"champion v{champion.version}" in beats.detail
+
+    # A champion serving would refuse is not shown as if it served.
+    champion = version_by_alias(client, CHAMPION)
+    client.set_model_version_tag(MODEL_NAME, champion.version, FEATURE_SERVICE_TAG, "tip_scorer_v9")
+    with pytest.raises(ModelRejected, match="tip_scorer_v9"):
+        read_online(home, OnlineShowParams(user_ids=["u000001"], at=AS_OF))
